@@ -1,0 +1,1 @@
+"""The kubetune API: pydantic types (the single source), CRD generation, manifest loading."""

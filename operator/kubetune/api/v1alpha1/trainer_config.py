@@ -1,0 +1,61 @@
+"""TrainerConfig: the resolved configuration the operator (or local mode) hands the trainer.
+
+A documented contract (docs/trainer-config.md, docs/trainer-config.schema.json): the bundled
+trainer and any custom trainer image read this JSON from /etc/kubetune/config.json. It holds
+no credentials; storage access comes from AWS_* environment variables set from Secrets.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune.api.v1alpha1.base import API_VERSION, ApiObject
+from kubetune.api.v1alpha1.common import StorageUri
+from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
+
+DEFAULT_PATH = "/etc/kubetune/config.json"
+
+
+class JobIdentity(ApiObject):
+    """The FineTuneJob this run belongs to."""
+
+    name: str = Field(description="FineTuneJob name.")
+    namespace: str = Field(description="FineTuneJob namespace ('local' in local mode).")
+    uid: str = Field(
+        description="FineTuneJob uid. Artifacts record it, so a rerun never mistakes another "
+        "job's output for its own."
+    )
+
+
+class ModelSource(ApiObject):
+    """The model to load, after hub references were resolved."""
+
+    model_id: str = Field(description="Hub modelId.")
+    source: StorageUri = Field(description="Folder in Hugging Face layout.")
+
+
+class DataChannels(ApiObject):
+    """Data locations."""
+
+    train: StorageUri = Field(description="Training data folder or file.")
+    validation: StorageUri | None = Field(
+        None, description="Validation data; unset: validation_split_ratio of train."
+    )
+
+
+class OutputLocation(ApiObject):
+    """Where this job writes checkpoints and artifacts."""
+
+    uri: StorageUri = Field(description="Output prefix; MANIFEST.json there marks completion.")
+
+
+class TrainerConfig(ApiObject):
+    """Everything one training run needs, resolved: no defaults left to apply."""
+
+    api_version: Literal["kubetune.io/v1alpha1"] = Field(API_VERSION, description="Always kubetune.io/v1alpha1.")
+    kind: Literal["TrainerConfig"] = Field("TrainerConfig", description="Always TrainerConfig.")
+    job: JobIdentity = Field(description="The job this run belongs to.")
+    model: ModelSource = Field(description="The base model.")
+    data: DataChannels = Field(description="Training and validation data.")
+    hyperparameters: Hyperparameters = Field(description="All hyperparameters, resolved.")
+    output: OutputLocation = Field(description="Artifact location.")

@@ -1,0 +1,1 @@
+"""The bundled trainer (lands with the trainer issue): reads a TrainerConfig, trains LoRA."""
