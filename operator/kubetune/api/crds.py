@@ -10,8 +10,12 @@ from pydantic import BaseModel
 
 from kubetune.api.structural import to_structural
 from kubetune.api.v1alpha1 import GROUP, VERSION
-from kubetune.api.v1alpha1.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus
-from kubetune.api.v1alpha1.finetunejob import immutability_rules
+from kubetune.api.v1alpha1.finetunejob import (
+    FineTuneJob,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    immutability_rules,
+)
 from kubetune.api.v1alpha1.modelhub import ModelHub, ModelHubSpec, ModelHubStatus
 
 CATEGORY = "kubetune"
@@ -28,14 +32,23 @@ FINETUNEJOB_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Hub", "type": "string", "jsonPath": ".spec.model.hubRef.name", "priority": 1},
     {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.metrics.evalLoss", "priority": 1},
-    {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1,
-     "description": "Seconds to completion."},
+    {
+        "name": "ETA",
+        "type": "integer",
+        "jsonPath": ".status.progress.etaSeconds",
+        "priority": 1,
+        "description": "Seconds to completion.",
+    },
     {"name": "Artifacts", "type": "string", "jsonPath": ".status.artifacts.uri", "priority": 1},
 ]
 
 MODELHUB_COLUMNS = [
     {"name": "Models", "type": "integer", "jsonPath": ".status.modelCount"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Ready-Models", "type": "integer", "jsonPath": ".status.readyModels", "priority": 1},
     {"name": "Description", "type": "string", "jsonPath": ".spec.description", "priority": 1},

@@ -187,14 +187,20 @@ def _unit(kind: str) -> str:
 
 def _is_union_branch(part: Any) -> bool:
     """pydantic names union branches in locations (`int`, `constrained-str`): not fields."""
-    return isinstance(part, str) and (part in ("int", "str", "function-after[check()]")
-                                      or part.startswith(("constrained-", "function-")))
+    return isinstance(part, str) and (
+        part in ("int", "str", "function-after[check()]")
+        or part.startswith(("constrained-", "function-"))
+    )
 
 
 def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return repr(value) if isinstance(value, str) else yaml.safe_dump(value).strip().removesuffix("\n...")
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else yaml.safe_dump(value).strip().removesuffix("\n...")
+    )
 
 
 def _yaml_error(err: yaml.YAMLError) -> str:

@@ -64,23 +64,27 @@ class Resources(ApiObject):
             cel="!has(self.instanceType) || (!has(self.accelerator) && "
             "!has(self.acceleratorsPerNode))",
             message="give either instanceType or accelerator/acceleratorsPerNode, not both",
-            check=lambda r: r.instance_type is None
-            or (r.accelerator is None and r.accelerators_per_node is None),
+            check=lambda r: (
+                r.instance_type is None
+                or (r.accelerator is None and r.accelerators_per_node is None)
+            ),
         ),
         Rule(
             cel="!has(self.acceleratorsPerNode) || "
             "(has(self.accelerator) && self.accelerator != 'none')",
             message="acceleratorsPerNode needs accelerator nvidia or neuron",
-            check=lambda r: r.accelerators_per_node is None or r.accelerator in ("nvidia", "neuron"),
+            check=lambda r: (
+                r.accelerators_per_node is None or r.accelerator in ("nvidia", "neuron")
+            ),
         ),
     )
 
-    instance_type: Annotated[str, StringConstraints(pattern=INSTANCE_TYPE, max_length=64)] | None = (
-        Field(
-            None,
-            description="Instance type (e.g. g5.12xlarge, p5.48xlarge, trn1.32xlarge), resolved "
-            "through the operator's instance profiles to node selector, accelerators, CPU and memory.",
-        )
+    instance_type: (
+        Annotated[str, StringConstraints(pattern=INSTANCE_TYPE, max_length=64)] | None
+    ) = Field(
+        None,
+        description="Instance type (e.g. g5.12xlarge, p5.48xlarge, trn1.32xlarge), resolved "
+        "through the operator's instance profiles to node selector, accelerators, CPU and memory.",
     )
     accelerator: Literal["nvidia", "neuron", "none"] | None = Field(
         None,

@@ -95,7 +95,8 @@ class FineTuneJobSpec(ApiObject):
     model: ModelRef = Field(description="The hub model to fine-tune.")
     accept_eula: bool | None = Field(
         None,
-        description="Accept the model's EULA (required when the hub entry says so). Default: false.",
+        description="Accept the model's EULA (required when the hub entry says so). "
+        "Default: false.",
     )
     data: DataSpec = Field(description="Training and validation data.")
     hyperparameters: HyperparameterOverrides | None = Field(
@@ -185,7 +186,9 @@ class FineTuneJobStatus(ApiObject):
 
 def _name_is_valid(job: "FineTuneJob") -> bool:
     name = job.metadata.name
-    return name is None or (len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name) is not None)
+    return name is None or (
+        len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name) is not None
+    )
 
 
 class FineTuneJob(ApiObject):
@@ -225,7 +228,8 @@ def immutability_rules() -> list[dict[str, str]]:
     """CEL transition rules for the spec: the API server refuses changes to immutable fields."""
     return [
         {
-            "rule": f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})",
+            "rule": f"has(self.{f}) == has(oldSelf.{f}) && "
+            f"(!has(self.{f}) || self.{f} == oldSelf.{f})",
             "message": immutability_message(f),
         }
         for f in immutable_spec_fields()

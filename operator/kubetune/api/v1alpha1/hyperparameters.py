@@ -16,7 +16,11 @@ from kubetune.api.v1alpha1.base import Rule, Strict
 # -1 means "all" (or "automatic" for max_input_length); 0 and other negatives are mistakes.
 AllOrCount = Annotated[
     int,
-    Rule(cel="self == -1 || self >= 1", message="must be -1 or >= 1", check=lambda v: v == -1 or v >= 1),
+    Rule(
+        cel="self == -1 || self >= 1",
+        message="must be -1 or >= 1",
+        check=lambda v: v == -1 or v >= 1,
+    ),
 ]
 TargetModule = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.*-]+$", max_length=128)]
 
@@ -71,7 +75,9 @@ class Hyperparameters(Strict):
         None, ge=1, description="Processes for tokenization; unset means one. Default: unset."
     )
     lora_r: int = Field(8, ge=1, description="LoRA rank. Default: 8.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (alpha / r). Default: 32.")
+    lora_alpha: int = Field(
+        32, ge=1, description="LoRA scaling numerator (alpha / r). Default: 32."
+    )
     lora_dropout: float = Field(
         0.05, ge=0, lt=1, description="Dropout on the LoRA branch. Default: 0.05."
     )
@@ -88,7 +94,10 @@ class Hyperparameters(Strict):
         1, ge=1, description="Micro-batches accumulated per optimizer step. Default: 1."
     )
     warmup_ratio: float = Field(
-        0.0, ge=0, lt=1, description="Share of steps spent warming up the learning rate. Default: 0."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of steps spent warming up the learning rate. Default: 0.",
     )
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule after warm-up. Default: linear."
@@ -113,12 +122,14 @@ class Hyperparameters(Strict):
     )
     merge_weights: bool = Field(
         True,
-        description="Also export the base model with the adapter merged in (merged/). Default: true.",
+        description="Also export the base model with the adapter merged in (merged/). "
+        "Default: true.",
     )
     lora_target_modules: list[TargetModule] | None = Field(
         None,
         max_length=32,
-        description="Module names LoRA adapts; unset chooses them per architecture. Default: unset.",
+        description="Module names LoRA adapts; unset chooses them per architecture. "
+        "Default: unset.",
     )
     seed: int = Field(0, description="Seed for weight init, dropout and shuffling. Default: 0.")
 

@@ -9,7 +9,7 @@ from kubetune.api.v1alpha1.common import DnsLabel
 
 
 class ObjectMeta(ApiObject):
-    """Object metadata. Only `name` and `namespace` are checked here; the API server owns the rest."""
+    """Object metadata: only `name` and `namespace` are checked; the API server owns the rest."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -21,7 +21,8 @@ class LabelSelectorRequirement(ApiObject):
     rules = (
         Rule(
             cel="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
-            message="values must be non-empty for In and NotIn and absent for Exists and DoesNotExist",
+            message="values must be non-empty for In and NotIn and absent for Exists and "
+            "DoesNotExist",
             check=lambda r: (r.operator in ("In", "NotIn")) == bool(r.values),
         ),
     )
@@ -114,7 +115,9 @@ class HubModel(ApiObject):
         ),
     )
 
-    model_id: ModelId = Field(description="Id that FineTuneJobs use, e.g. meta-textgeneration-llama-3-2-1b.")
+    model_id: ModelId = Field(
+        description="Id that FineTuneJobs use, e.g. meta-textgeneration-llama-3-2-1b."
+    )
     display_name: Text | None = Field(None, description="Human-readable name.")
     source: StorageUri | None = Field(
         None,
@@ -155,7 +158,10 @@ class ModelHubSpec(ApiObject):
     models: list[HubModel] = Field(
         min_length=1,
         max_length=MAX_MODELS,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["modelId"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["modelId"],
+        },
         description="The models.",
     )
 

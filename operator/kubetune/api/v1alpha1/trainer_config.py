@@ -52,7 +52,9 @@ class OutputLocation(ApiObject):
 class TrainerConfig(ApiObject):
     """Everything one training run needs, resolved: no defaults left to apply."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = Field(API_VERSION, description="Always kubetune.io/v1alpha1.")
+    api_version: Literal["kubetune.io/v1alpha1"] = Field(
+        API_VERSION, description="Always kubetune.io/v1alpha1."
+    )
     kind: Literal["TrainerConfig"] = Field("TrainerConfig", description="Always TrainerConfig.")
     job: JobIdentity = Field(description="The job this run belongs to.")
     model: ModelSource = Field(description="The base model.")
