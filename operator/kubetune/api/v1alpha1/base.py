@@ -79,6 +79,3 @@ class ApiObject(Strict):
 
     model_config = ConfigDict(alias_generator=to_camel)
 
-
-def is_set(value: Any) -> bool:
-    return value is not None
