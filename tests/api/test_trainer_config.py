@@ -46,3 +46,14 @@ def test_hyperparameters_must_be_complete_and_valid():
 def test_unknown_keys_are_refused_so_typos_surface():
     with pytest.raises(ValidationError, match="secretKey"):
         TrainerConfig.model_validate({**CONFIG, "output": {"uri": "s3://a-b/c", "secretKey": "x"}})
+
+
+def test_every_hyperparameter_must_be_spelled_out():
+    # A trainer image never applies defaults of its own: a missing key is an error.
+    incomplete = json.loads(json.dumps(CONFIG))
+    del incomplete["hyperparameters"]["lora_r"]
+    with pytest.raises(ValidationError, match="hyperparameters.lora_r\n  Field required"):
+        TrainerConfig.model_validate(incomplete)
+    schema = TrainerConfig.model_json_schema(by_alias=True)
+    resolved = schema["$defs"]["ResolvedHyperparameters"]
+    assert set(resolved["required"]) == set(Hyperparameters.model_fields)

@@ -55,7 +55,7 @@ def test_examples_are_valid_for_a_cluster_too():
         ("max_train_samples", 0, "0: must be -1 or >= 1"),
         ("max_val_samples", -5, "-5: must be -1 or >= 1"),
         ("max_input_length", 0, "0: must be -1 or >= 1"),
-        ("validation_split_ratio", 1.0, "1: must be < 1"),
+        ("validation_split_ratio", 1.0, "1.0: must be < 1"),
         ("train_data_split_seed", "0", "'0': must be an integer"),
         ("preprocessing_num_workers", 0, "0: must be >= 1"),
         ("lora_r", 0, "0: must be >= 1"),

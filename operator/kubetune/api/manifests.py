@@ -171,7 +171,10 @@ def _rule(error: dict[str, Any]) -> str:
     }
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {_show(limit)}"
+        # pydantic reports `lt=1` on a float field as 1.0; users wrote 1.
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return f"must be {bounds[kind]} {limit}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}"
     if kind in ("string_too_long", "too_long"):
@@ -194,8 +197,6 @@ def _is_union_branch(part: Any) -> bool:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     return (
         repr(value)
         if isinstance(value, str)

@@ -8,7 +8,11 @@ from kubetune.api.v1alpha1.finetunejob import (
     FineTuneJobStatus,
     spec_update_problems,
 )
-from kubetune.api.v1alpha1.hyperparameters import HyperparameterOverrides, Hyperparameters
+from kubetune.api.v1alpha1.hyperparameters import (
+    HyperparameterOverrides,
+    Hyperparameters,
+    ResolvedHyperparameters,
+)
 from kubetune.api.v1alpha1.modelhub import HubModel, ModelHub, ModelHubSpec, ModelHubStatus
 from kubetune.api.v1alpha1.trainer_config import TrainerConfig
 
@@ -29,6 +33,7 @@ __all__ = [
     "ModelHub",
     "ModelHubSpec",
     "ModelHubStatus",
+    "ResolvedHyperparameters",
     "Resources",
     "SecretRef",
     "TrainerConfig",

@@ -78,4 +78,3 @@ class ApiObject(Strict):
     """camelCase in YAML, snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=to_camel)
-

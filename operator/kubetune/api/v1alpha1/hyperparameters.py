@@ -7,9 +7,10 @@ resolution (job > hub model > JumpStart) happens in the operator.
 """
 
 import copy
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, Field, StringConstraints, create_model
+from pydantic_core import PydanticUndefined
 
 from kubetune.api.v1alpha1.base import Rule, Strict
 
@@ -134,26 +135,30 @@ class Hyperparameters(Strict):
     seed: int = Field(0, description="Seed for weight init, dropout and shuffling. Default: 0.")
 
 
-def _overrides_fields() -> dict:
+def _variant(name: str, doc: str, default: Any) -> type[BaseModel]:
+    """The same fields and rules as `Hyperparameters`, every default replaced by `default`."""
     fields = {}
-    for name, info in Hyperparameters.model_fields.items():
-        override = copy.copy(info)
-        # Unset means "resolve later". Explicit nulls never get here: they are pruned on load,
-        # as the API server prunes nulls of non-nullable fields.
-        override.default = None
-        fields[name] = (info.annotation, override)
-    return fields
+    for field_name, info in Hyperparameters.model_fields.items():
+        changed = copy.copy(info)
+        changed.default = default
+        fields[field_name] = (info.annotation, changed)
+    base = type(f"_{name}Base", (Strict,), {"rules": (NOT_INT8_WITH_FSDP,)})
+    return create_model(name, __base__=base, __doc__=doc, **fields)
 
 
-class _OverridesBase(Strict):
-    model_config = ConfigDict(title="HyperparameterOverrides")
-    rules = (NOT_INT8_WITH_FSDP,)
-
-
-HyperparameterOverrides: type[BaseModel] = create_model(
+# Unset means "resolve later". Explicit nulls never get here: they are pruned on load, as the
+# API server prunes nulls of non-nullable fields.
+HyperparameterOverrides = _variant(
     "HyperparameterOverrides",
-    __base__=_OverridesBase,
-    __doc__="Hyperparameters to set; unset ones come from the hub model's defaults, then the "
+    "Hyperparameters to set; unset ones come from the hub model's defaults, then the "
     "JumpStart defaults. Names and rules as in the JumpStart fine-tuning documentation.",
-    **_overrides_fields(),
+    default=None,
+)
+
+# What a trainer receives: every hyperparameter spelled out, so a trainer image never applies
+# defaults of its own (a missing key is an error, not a silent default).
+ResolvedHyperparameters = _variant(
+    "ResolvedHyperparameters",
+    "All hyperparameters, resolved (job > hub model defaults > JumpStart defaults).",
+    default=PydanticUndefined,
 )

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from kubetune.api.v1alpha1.base import API_VERSION, ApiObject
 from kubetune.api.v1alpha1.common import StorageUri
-from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
+from kubetune.api.v1alpha1.hyperparameters import ResolvedHyperparameters
 
 DEFAULT_PATH = "/etc/kubetune/config.json"
 
@@ -59,5 +59,7 @@ class TrainerConfig(ApiObject):
     job: JobIdentity = Field(description="The job this run belongs to.")
     model: ModelSource = Field(description="The base model.")
     data: DataChannels = Field(description="Training and validation data.")
-    hyperparameters: Hyperparameters = Field(description="All hyperparameters, resolved.")
+    hyperparameters: ResolvedHyperparameters = Field(
+        description="All hyperparameters, resolved: every key present."
+    )
     output: OutputLocation = Field(description="Artifact location.")
