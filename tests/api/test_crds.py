@@ -103,7 +103,7 @@ def test_lists_and_strings_under_cel_rules_are_bounded(crd):
     for path, node in walk(schema):
         for rule in node.get("x-kubernetes-validations", []):
             if ".all(" in rule["rule"] or ".exists" in rule["rule"]:
-                for name, child in node["properties"].items():
+                for name, child in node.get("properties", {"": node}).items():
                     if child.get("type") == "array" and "maxItems" not in child:
                         unbounded.append(f"{path}.{name}")
     assert unbounded == []

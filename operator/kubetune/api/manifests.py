@@ -109,7 +109,7 @@ def problems(doc: Document) -> list[str]:
         ]
     found = []
     metadata = doc.body.get("metadata")
-    if not isinstance(metadata, dict) or not metadata.get("name"):
+    if not isinstance(metadata, dict) or not (metadata.get("name") or metadata.get("generateName")):
         found.append("metadata.name: required field is missing")
     try:
         model.model_validate(prune_nulls(doc.body))
@@ -123,8 +123,9 @@ def describe_all(errors: list[dict[str, Any]]) -> list[str]:
     lines = []
     for error in errors:
         branches = [p for p in error["loc"] if _is_union_branch(p)]
-        is_str = isinstance(error.get("input"), str)
-        if branches and (branches[0] == "int") == is_str:
+        value = error.get("input")
+        took = "str" if isinstance(value, str) else "int" if type(value) is int else None
+        if branches and took and not branches[0].endswith(took):
             continue
         lines.append(describe(error))
     return list(dict.fromkeys(lines))

@@ -87,6 +87,9 @@ def _collapse_any_of(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, An
     types = sorted(b.get("type") for b in branches)
     if types == ["integer", "string"]:
         string = next(b for b in branches if b["type"] == "string")
+        integer = next(b for b in branches if b["type"] == "integer")
+        # Outside anyOf, string rules apply to strings only and number rules to numbers only.
         kept = {k: string[k] for k in ("pattern", "maxLength") if k in string}
+        kept |= {k: integer[k] for k in ("minimum", "maximum") if k in integer}
         return {**kept, **outer, "x-kubernetes-int-or-string": True}
     raise ValueError(f"union cannot be expressed in a structural schema: {node['anyOf']}")

@@ -15,7 +15,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # s3://bucket[/prefix] (bucket naming rules of S3) or file:///absolute/path (local mode only).
-STORAGE_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*)$"
+# Visible ASCII only ([!-~]): `\s` means ASCII space to Go but any Unicode space to Rust.
+STORAGE_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[!-~]*)?|file:///[!-~]*)$"
 INSTANCE_TYPE = r"^[a-z0-9][a-z0-9-]*\.[a-z0-9-]+$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
@@ -36,7 +37,8 @@ ModelId = Annotated[str, StringConstraints(pattern=MODEL_ID, max_length=128)]
 StorageUri = Annotated[str, StringConstraints(pattern=STORAGE_URI, max_length=1024)]
 # Kubernetes quantities are int-or-string: `cpu: 8` and `memory: 32Gi` both work.
 Quantity = Annotated[
-    int | Annotated[str, StringConstraints(pattern=QUANTITY, max_length=32)],
+    Annotated[int, Field(ge=0)]
+    | Annotated[str, StringConstraints(pattern=QUANTITY, max_length=32)],
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 

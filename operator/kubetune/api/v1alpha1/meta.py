@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from kubetune.api.v1alpha1.base import ApiObject
-from kubetune.api.v1alpha1.common import DnsLabel
+from kubetune.api.v1alpha1.common import DnsLabel, DnsSubdomain
 
 
 class ObjectMeta(ApiObject):
@@ -13,7 +13,8 @@ class ObjectMeta(ApiObject):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(None, description="Object name.")
+    # The API server requires a DNS subdomain for every custom object name.
+    name: DnsSubdomain | None = Field(None, description="Object name.")
     namespace: DnsLabel | None = Field(None, description="Object namespace.")
 
 

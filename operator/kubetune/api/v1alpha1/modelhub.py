@@ -13,6 +13,12 @@ from kubetune.api.v1alpha1.meta import Condition, ObjectMeta
 MAX_MODELS = 128
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 Text = Annotated[str, StringConstraints(max_length=1024)]
+# Mirrors x-kubernetes-list-type: set, which the API server enforces on its own.
+NO_REPEATS = Rule(
+    cel="self.all(x, self.exists_one(y, y == x))",
+    message="must not list a value twice",
+    check=lambda values: len(values) == len(set(values)),
+)
 
 
 class LabelSelectorRequirement(ApiObject):
@@ -80,7 +86,7 @@ class Eula(ApiObject):
     )
 
     required: bool | None = Field(None, description="FineTuneJobs must set acceptEula: true.")
-    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)] | None = (
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[!-~]+$", max_length=2048)] | None = (
         Field(None, description="Where the EULA text is.")
     )
     version: Annotated[str, StringConstraints(max_length=64)] | None = Field(
@@ -125,7 +131,7 @@ class HubModel(ApiObject):
     )
     reference: ModelReference | None = Field(None, description="A model of another hub.")
     eula: Eula | None = Field(None, description="Licence terms to accept.")
-    tasks: list[Literal["domain-adaptation", "instruction"]] | None = Field(
+    tasks: Annotated[list[Literal["domain-adaptation", "instruction"]], NO_REPEATS] | None = Field(
         None,
         max_length=2,
         json_schema_extra={"x-kubernetes-list-type": "set"},
