@@ -138,8 +138,11 @@ def test_other_kinds_can_be_skipped_in_a_gitops_folder(tmp_path):
     ]
 
 
-def test_crds_command_prints_both_crds():
+def test_crds_command_prints_exactly_the_committed_crds():
     result = kubetune("crds")
     assert result.returncode == 0
-    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)]
-    assert names == ["finetunejobs.kubetune.io", "modelhubs.kubetune.io"]
+    committed = [
+        (REPO / "crds" / name).read_text()
+        for name in ("kubetune.io_finetunejobs.yaml", "kubetune.io_modelhubs.yaml")
+    ]
+    assert result.stdout == "---\n".join(committed), "kubetune crds != crds/: run `make crds`"
