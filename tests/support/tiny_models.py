@@ -53,7 +53,11 @@ def build_tokenizer(
 
 
 def build_tiny_llama(
-    path: Path, vocab_size: int, *, tokenizer: PreTrainedTokenizerFast | None = None
+    path: Path,
+    vocab_size: int,
+    *,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    **config_overrides,
 ) -> LlamaForCausalLM:
     """Save a 2-layer, hidden-64 LlamaForCausalLM (safetensors) to `path`; same weights each call.
 
@@ -80,6 +84,7 @@ def build_tiny_llama(
         bos_token_id=ids["bos"],
         eos_token_id=ids["eos"],
         tie_word_embeddings=False,
+        **config_overrides,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

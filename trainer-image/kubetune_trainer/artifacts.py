@@ -1,0 +1,92 @@
+"""Artifacts under the output URI, complete iff MANIFEST.json exists (it is written last).
+
+adapter/ (LoRA safetensors + adapter_config.json + tokenizer), merged/ (when merge_weights),
+metrics.json, config.json (the resolved TrainerConfig), MANIFEST.json (every file: size, sha256).
+job.json, written first, claims the prefix: another job's run refuses it instead of mixing files.
+"""
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune_trainer.storage import join_uri
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+OWNER = "job.json"
+
+
+class OutputTaken(ValueError):
+    """The output URI belongs to another job."""
+
+
+def claim_output(store, config: TrainerConfig) -> bool:
+    """Claim the output prefix for this job; True when its artifacts are already complete."""
+    owner_uri = join_uri(config.output.uri, OWNER)
+    me = config.job.model_dump(by_alias=True)
+    if store.exists(owner_uri):
+        owner = json.loads(store.read_bytes(owner_uri))
+        if owner.get("uid") != config.job.uid:
+            raise OutputTaken(
+                f"{config.output.uri}: holds the output of job {owner.get('namespace')}/"
+                f"{owner.get('name')} (uid {owner.get('uid')}); choose another output URI"
+            )
+        return store.exists(join_uri(config.output.uri, MANIFEST))
+    store.write_bytes(owner_uri, json.dumps(me).encode())
+    return False
+
+
+def export(
+    model,
+    tokenizer,
+    config: TrainerConfig,
+    hp: Hyperparameters,
+    metrics: dict,
+    store,
+    staging: Path,
+) -> list[dict]:
+    """Write every artifact to `staging`, upload it, then MANIFEST.json. Returns the listing."""
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging / "adapter")
+    tokenizer.save_pretrained(staging / "adapter")
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (staging / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
+    if hp.merge_weights:
+        # Last: merging folds the adapter into the base weights in place.
+        merged = model.merge_and_unload()
+        merged.save_pretrained(staging / "merged")
+        tokenizer.save_pretrained(staging / "merged")
+    files = [
+        {"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": sha256(p)}
+        for p in sorted(staging.rglob("*"))
+        if p.is_file()
+    ]
+    started = time.monotonic()
+    store.upload_dir(staging, config.output.uri)
+    manifest = {"job": config.job.model_dump(by_alias=True), "files": files}
+    store.write_bytes(
+        join_uri(config.output.uri, MANIFEST), json.dumps(manifest, indent=2).encode()
+    )
+    total = sum(f["size"] for f in files)
+    log.info(
+        "artifacts: %d files, %.1f MB uploaded to %s in %.1f s",
+        len(files),
+        total / 1e6,
+        config.output.uri,
+        time.monotonic() - started,
+    )
+    return files
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
