@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from kubetune_trainer.packing import IGNORE, one_per_row, pack
+from kubetune_trainer.data import IGNORE_INDEX as IGNORE
+from kubetune_trainer.packing import one_per_row, pack
 
 
 def samples_of(lengths):

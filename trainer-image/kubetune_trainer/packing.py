@@ -8,7 +8,7 @@ accelerator time goes to padding tokens.
 import bisect
 from dataclasses import dataclass, field
 
-IGNORE = -100  # label value the loss skips
+from kubetune_trainer.data import IGNORE_INDEX
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Row:
         self.input_ids += input_ids
         # The loss shifts labels by one: a sample's first label would be predicted from the
         # previous sample's last token, across the boundary. Nothing predicts it.
-        self.labels += [IGNORE] + labels[1:]
+        self.labels += [IGNORE_INDEX] + labels[1:]
         self.position_ids += range(len(input_ids))
         self.seq_lens.append(len(input_ids))
 

@@ -20,9 +20,9 @@ from transformers import get_scheduler
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
 from kubetune_trainer.artifacts import OutputTaken, claim_output, export
-from kubetune_trainer.data import DataError, load_splits
+from kubetune_trainer.data import IGNORE_INDEX, DataError, load_splits
 from kubetune_trainer.model import ModelError, load_model, load_tokenizer
-from kubetune_trainer.packing import IGNORE, Row, one_per_row, pack
+from kubetune_trainer.packing import Row, one_per_row, pack
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.storage import StorageError, join_uri, open_store
@@ -167,7 +167,7 @@ def collate(rows: list[Row], pad_id: int, device: torch.device) -> dict[str, tor
     for row in rows:
         pad = width - len(row)
         ids.append(row.input_ids + [pad_id] * pad)
-        labels.append(row.labels + [IGNORE] * pad)
+        labels.append(row.labels + [IGNORE_INDEX] * pad)
         positions.append(row.position_ids + list(range(pad)))
     as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     return {
@@ -179,7 +179,7 @@ def collate(rows: list[Row], pad_id: int, device: torch.device) -> dict[str, tor
 
 def count_labels(rows: list[Row]) -> int:
     # The loss shifts labels by one, so a row's first label never counts.
-    return sum(sum(label != IGNORE for label in r.labels[1:]) for r in rows)
+    return sum(sum(label != IGNORE_INDEX for label in r.labels[1:]) for r in rows)
 
 
 @torch.no_grad()
