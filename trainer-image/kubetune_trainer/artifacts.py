@@ -62,11 +62,7 @@ def export(
         merged = model.merge_and_unload()
         merged.save_pretrained(staging / "merged")
         tokenizer.save_pretrained(staging / "merged")
-    files = [
-        {"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": sha256(p)}
-        for p in sorted(staging.rglob("*"))
-        if p.is_file()
-    ]
+    files = listing(staging)
     started = time.monotonic()
     store.upload_dir(staging, config.output.uri)
     manifest = {"job": config.job.model_dump(by_alias=True), "files": files}
@@ -82,6 +78,15 @@ def export(
         time.monotonic() - started,
     )
     return files
+
+
+def listing(folder: Path) -> list[dict]:
+    """Every file under folder with its size and sha256: the body of a manifest."""
+    return [
+        {"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
 
 
 def sha256(path: Path) -> str:

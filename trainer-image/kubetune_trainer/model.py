@@ -58,12 +58,15 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_model(model_dir: Path, hp: Hyperparameters, device: torch.device) -> PreTrainedModel:
-    """The base model, frozen, on `device`, with LoRA adapters to train."""
+def load_model(
+    model_dir: Path, hp: Hyperparameters, device: torch.device, dtype: torch.dtype | None = None
+) -> PreTrainedModel:
+    """The base model, frozen, on `device` (in `dtype`, else the device's compute dtype), with
+    LoRA adapters to train."""
     if not (model_dir / "config.json").exists():
         raise ModelError(f"{model_dir}: no config.json (expected a Hugging Face model folder)")
     config = AutoConfig.from_pretrained(model_dir)
-    options = {"dtype": compute_dtype(device)}
+    options = {"dtype": dtype or compute_dtype(device)}
     if hp.int8_quantization:
         options.update(int8_options(device))
     base = AutoModelForCausalLM.from_pretrained(model_dir, **options)

@@ -13,18 +13,22 @@ INTERVAL_SECONDS = 5.0
 
 
 class ProgressReporter:
-    """Tracks steps, loss and non-padding tokens/s, and writes progress.json now and then."""
+    """Tracks steps, loss, non-padding tokens/s and padding, and writes progress.json now and
+    then. Throughput counts only the time spent in training steps (not eval, not saving)."""
 
-    def __init__(self, store, output_uri: str, total_steps: int, enabled: bool = True):
+    def __init__(
+        self, store, output_uri: str, total_steps: int, start_step: int = 0, enabled: bool = True
+    ):
         self.store, self.uri = store, join_uri(output_uri, "progress.json")
-        self.total_steps, self.enabled = total_steps, enabled
+        self.total_steps, self.start_step, self.enabled = total_steps, start_step, enabled
         self.started = time.monotonic()
         self.last_write = 0.0
-        self.tokens = 0
-        self.epoch_losses: list[float] = []
+        self.tokens = 0  # non-padding tokens of all ranks
+        self.padded_tokens = 0  # tokens in the batches as run, padding included
+        self.train_seconds = 0.0
         self.state = {
             "epoch": 1,
-            "step": 0,
+            "step": start_step,
             "total_steps": total_steps,
             "train_loss": None,
             "eval_loss": None,
@@ -32,17 +36,15 @@ class ProgressReporter:
             "eta_seconds": None,
         }
 
-    def step(self, epoch: int, step: int, loss: float, tokens: int) -> None:
+    def step(
+        self, epoch: int, step: int, loss: float, tokens: int, padded_tokens: int, seconds: float
+    ) -> None:
         self.tokens += tokens
-        self.epoch_losses.append(loss)
+        self.padded_tokens += padded_tokens
+        self.train_seconds += seconds
         self.state.update(epoch=epoch, step=step, train_loss=loss)
         if time.monotonic() - self.last_write >= INTERVAL_SECONDS:
             self.write()
-
-    def epoch_train_loss(self) -> float:
-        """Mean step loss of the epoch just finished."""
-        losses, self.epoch_losses = self.epoch_losses, []
-        return sum(losses) / max(len(losses), 1)
 
     def epoch_done(self, epoch: int, step: int, eval_loss: float) -> None:
         self.state.update(epoch=epoch, step=step, eval_loss=eval_loss)
@@ -53,15 +55,18 @@ class ProgressReporter:
         self.write()
 
     def tokens_per_second(self) -> float:
-        return self.tokens / max(time.monotonic() - self.started, 1e-9)
+        return self.tokens / max(self.train_seconds, 1e-9)
+
+    def padding_fraction(self) -> float:
+        return 1 - self.tokens / max(self.padded_tokens, 1)
 
     def write(self) -> None:
         elapsed = time.monotonic() - self.started
         step = self.state["step"]
-        remaining = self.total_steps - step
+        done, remaining = step - self.start_step, self.total_steps - step
         self.state.update(
             tokens_per_second=round(self.tokens_per_second(), 1),
-            eta_seconds=round(elapsed / step * remaining) if step else None,
+            eta_seconds=round(elapsed / done * remaining) if done else None,
             percent=round(100 * step / max(self.total_steps, 1)),
         )
         self.last_write = time.monotonic()

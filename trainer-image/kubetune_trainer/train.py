@@ -1,28 +1,39 @@
 """`kubetune-train --config PATH`: one fine-tuning run, read top to bottom.
 
-load config -> download model and data -> tokenize -> build model -> pack -> train (eval each
-epoch, keep the best) -> export artifacts, MANIFEST.json last.
-Single process for now; DDP/FSDP, step checkpoints and resume land next (see the trainer issue).
+load config -> download model and data -> tokenize and pack -> build and wrap the model
+(DDP, or FSDP2 with enable_fsdp) -> resume from the newest checkpoint -> train (checkpoint every
+N steps and at each epoch end, eval each epoch, keep the best) -> export artifacts, MANIFEST.json
+last. One process, or one per accelerator under torchrun (RANK, WORLD_SIZE... as PyTorchJob sets).
 """
 
 import argparse
-import copy
 import json
 import logging
 import math
-import random
 import sys
+import time
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from transformers import get_scheduler
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
+from kubetune_trainer import checkpoint, distributed
 from kubetune_trainer.artifacts import OutputTaken, claim_output, export
-from kubetune_trainer.data import IGNORE_INDEX, DataError, load_splits
-from kubetune_trainer.model import ModelError, load_model, load_tokenizer
+from kubetune_trainer.batches import (
+    collate,
+    count_labels,
+    epoch_order,
+    micro_batches,
+    rank_share,
+)
+from kubetune_trainer.checkpoint import Checkpoint, TrainState
+from kubetune_trainer.data import DataError, load_splits
+from kubetune_trainer.model import ModelError, compute_dtype, load_model, load_tokenizer
 from kubetune_trainer.packing import Row, one_per_row, pack
+from kubetune_trainer.preemption import Stopped, stop_signals
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.storage import StorageError, join_uri, open_store
@@ -30,13 +41,23 @@ from kubetune_trainer.storage import StorageError, join_uri, open_store
 log = logging.getLogger("kubetune.train")
 
 
+class ConfigError(ValueError):
+    """The TrainerConfig file is missing or invalid."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    runtime = Runtime.from_env()
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [rank {runtime.rank}] %(message)s",
+    )
     try:
-        config = TrainerConfig.model_validate_json(Path(args.config).read_text())
-        train(config, Runtime.from_env())
-    except (DataError, ModelError, OutputTaken, StorageError) as err:
+        train(read_config(args.config), runtime)
+    except Stopped as stopped:
+        log.warning("%s", stopped)
+        return stopped.exit_code
+    except (ConfigError, DataError, ModelError, OutputTaken, StorageError) as err:
         log.error("%s", err)  # the user's to fix: one line, no traceback
         return 2
     return 0
@@ -48,107 +69,143 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def read_config(path: str) -> TrainerConfig:
+    try:
+        return TrainerConfig.model_validate_json(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the trainer config: {err.strerror}") from None
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"{path}: not a valid TrainerConfig: {problems}") from None
+
+
 def train(config: TrainerConfig, runtime: Runtime) -> dict:
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
     output = open_store(config.output.uri)
     if claim_output(output, config):
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         return json.loads(output.read_bytes(join_uri(config.output.uri, "metrics.json")))
-    torch.manual_seed(hp.seed)
 
     scratch = runtime.scratch / config.job.uid
     model_dir = download(config.model.source, scratch / "model")
     train_dir = download(config.data.train, scratch / "data" / "train")
     val_dir = download(config.data.validation, scratch / "data" / "validation")
-
     tokenizer = load_tokenizer(model_dir)
-    splits = load_splits(train_dir, val_dir, hp, tokenizer)
-    model = load_model(model_dir, hp, runtime.device)
-
+    splits = load_splits(train_dir, val_dir, hp, tokenizer)  # data errors surface here, early
     rows = pack(splits.train, splits.max_length) if hp.packing else one_per_row(splits.train)
     val_rows = one_per_row(splits.validation)
-    micro_batches_per_epoch = math.ceil(len(rows) / hp.per_device_train_batch_size)
-    # e.g. 1,000 rows / 4 per batch = 250 micro-batches / 8 accumulated = 32 steps per epoch
-    steps_per_epoch = math.ceil(micro_batches_per_epoch / hp.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * hp.epoch
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    scheduler = get_scheduler(
-        hp.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=int(hp.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    log.info(
-        "training: %d rows (%d samples) x %d epochs = %d steps; %d validation samples",
-        len(rows),
-        len(splits.train),
-        hp.epoch,
-        total_steps,
-        len(val_rows),
-    )
 
-    progress = ProgressReporter(output, config.output.uri, total_steps, enabled=runtime.is_main)
-    history, best = [], None
-    step = 0
-    for epoch in range(1, hp.epoch + 1):
-        model.train()
-        order = list(range(len(rows)))
-        random.Random(hp.seed + epoch).shuffle(order)
-        batches = [
-            [rows[i] for i in order[s : s + hp.per_device_train_batch_size]]
-            for s in range(0, len(order), hp.per_device_train_batch_size)
-        ]
-        for start in range(0, len(batches), hp.gradient_accumulation_steps):
-            group = batches[start : start + hp.gradient_accumulation_steps]
-            # Mean over every label token of the optimizer step, however it is split up.
-            step_tokens = sum(count_labels(batch) for batch in group)
-            step_loss = 0.0
-            for batch in group:
-                inputs = collate(batch, tokenizer.pad_token_id, runtime.device)
-                loss = model(**inputs, num_items_in_batch=step_tokens).loss
-                loss.backward()
-                step_loss += loss.item()
-            if hp.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.step(epoch, step, step_loss, sum(len(r) for b in group for r in b))
-
-        eval_loss = evaluate(model, val_rows, hp.per_device_eval_batch_size, tokenizer, runtime)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": progress.epoch_train_loss(),
-                "eval_loss": eval_loss,
-                "eval_perplexity": perplexity(eval_loss),
-            }
+    with distributed.process_group(runtime), stop_signals() as stop_request:
+        torch.manual_seed(hp.seed)  # the same LoRA init on every rank
+        model = distributed.wrap(load_model(model_dir, hp, runtime.device), hp, runtime)
+        torch.manual_seed(hp.seed + runtime.rank)  # each rank its own dropout
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        # e.g. 1,000 rows / 2 ranks = 500 rows / 4 per batch = 125 micro-batches
+        #      / 8 accumulated = 16 optimizer steps per epoch
+        rows_per_rank = math.ceil(len(rows) / runtime.world_size)
+        micro_batches_per_epoch = math.ceil(rows_per_rank / hp.per_device_train_batch_size)
+        steps_per_epoch = math.ceil(micro_batches_per_epoch / hp.gradient_accumulation_steps)
+        total_steps = steps_per_epoch * hp.epoch
+        scheduler = get_scheduler(
+            hp.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=int(hp.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
         )
         log.info(
-            "epoch %d/%d: train loss %.4f, eval loss %.4f, perplexity %.2f",
-            epoch,
+            "training: %d rows (%d samples) on %d rank(s) x %d epochs = %d steps; "
+            "%d validation samples",
+            len(rows),
+            len(splits.train),
+            runtime.world_size,
             hp.epoch,
-            history[-1]["train_loss"],
-            eval_loss,
-            perplexity(eval_loss),
+            total_steps,
+            len(val_rows),
         )
-        progress.epoch_done(epoch, step, eval_loss)
-        if best is None or eval_loss < best["eval_loss"]:
-            best = {**history[-1], "adapter": lora_state(model)}
+        state = resume(output, config, model, optimizer, scheduler, scratch, runtime)
+        progress = ProgressReporter(
+            output, config.output.uri, total_steps, state.step, enabled=runtime.is_main
+        )
+        saver = Saver(output, config, model, optimizer, scheduler, scratch, runtime)
 
-    model.load_state_dict(best["adapter"], strict=False)
-    metrics = {
-        "best_epoch": best["epoch"],
-        "train_loss": best["train_loss"],
-        "eval_loss": best["eval_loss"],
-        "eval_perplexity": best["eval_perplexity"],
-        "tokens_per_second": progress.tokens_per_second(),
-        "epochs": history,
-    }
-    export(model, tokenizer, config, hp, metrics, output, scratch / "artifacts")
-    progress.finished(step, best["eval_loss"])
+        for epoch in range(state.epoch, hp.epoch + 1):
+            model.train()
+            order = epoch_order(len(rows), hp.seed, epoch)
+            batches = micro_batches(
+                rank_share(rows, order, runtime.rank, runtime.world_size),
+                hp.per_device_train_batch_size,
+            )
+            steps = [
+                batches[s : s + hp.gradient_accumulation_steps]
+                for s in range(0, len(batches), hp.gradient_accumulation_steps)
+            ]
+            for group in steps[state.epoch_step :]:
+                started = time.monotonic()
+                loss, tokens, padded = train_step(
+                    model, group, optimizer, scheduler, trainable, hp, tokenizer, runtime
+                )
+                seconds = time.monotonic() - started
+                state.epoch_step, state.step = state.epoch_step + 1, state.step + 1
+                state.epoch_losses.append(loss)
+                progress.step(epoch, state.step, loss, tokens, padded, seconds)
+                stop = distributed.all_sum([float(bool(stop_request))], runtime)[0] > 0
+                interval = hp.checkpoint_interval_steps
+                if stop or (
+                    interval and state.step % interval == 0 and state.epoch_step < len(steps)
+                ):
+                    saver.save(state)
+                if stop:
+                    raise Stopped(stop_request.signum or 15, state.step)
+
+            eval_loss = evaluate(model, val_rows, hp, tokenizer, runtime)
+            state.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": sum(state.epoch_losses) / max(len(state.epoch_losses), 1),
+                    "eval_loss": eval_loss,
+                    "eval_perplexity": perplexity(eval_loss),
+                }
+            )
+            log.info(
+                "epoch %d/%d: train loss %.4f, eval loss %.4f, perplexity %.2f",
+                epoch,
+                hp.epoch,
+                state.history[-1]["train_loss"],
+                eval_loss,
+                perplexity(eval_loss),
+            )
+            progress.epoch_done(epoch, state.step, eval_loss)
+            if state.best is None or eval_loss < state.best["eval_loss"]:
+                state.best = state.history[-1]
+                state.best_weights = distributed.trainable_weights(model)
+            state.epoch, state.epoch_step, state.epoch_losses = epoch + 1, 0, []
+            saver.save(state)
+
+        metrics = {
+            "best_epoch": state.best["epoch"],
+            "train_loss": state.best["train_loss"],
+            "eval_loss": state.best["eval_loss"],
+            "eval_perplexity": state.best["eval_perplexity"],
+            # Non-padding tokens of all ranks per second spent in training steps, since the
+            # last (re)start: eval and checkpoints excluded.
+            "tokens_per_second": progress.tokens_per_second(),
+            "train_tokens": progress.tokens,
+            "train_seconds": progress.train_seconds,
+            "padding_fraction": progress.padding_fraction(),
+            "steps": state.step,
+            "world_size": runtime.world_size,
+            "epochs": state.history,
+        }
+        if runtime.is_main:
+            final = export_model(model, hp, model_dir, runtime)
+            final.load_state_dict(state.best_weights, strict=False)
+            export(final, tokenizer, config, hp, metrics, output, scratch / "artifacts")
+            progress.finished(state.step, state.best["eval_loss"])
+            checkpoint.delete_all(output, config.output.uri)
+        distributed.barrier(runtime)  # no rank exits before the artifacts are complete
     return metrics
 
 
@@ -159,40 +216,48 @@ def download(uri: str | None, dest: Path) -> Path | None:
     return dest
 
 
-def collate(rows: list[Row], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Rows padded to the longest; padding is a sequence of its own (positions from 0), so
-    the packed-sequence masks keep real tokens from attending to it, and it has no labels."""
-    width = max(len(r) for r in rows)
-    ids, labels, positions = [], [], []
-    for row in rows:
-        pad = width - len(row)
-        ids.append(row.input_ids + [pad_id] * pad)
-        labels.append(row.labels + [IGNORE_INDEX] * pad)
-        positions.append(row.position_ids + list(range(pad)))
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-    return {
-        "input_ids": as_tensor(ids),
-        "labels": as_tensor(labels),
-        "position_ids": as_tensor(positions),
-    }
+def train_step(model, group, optimizer, scheduler, trainable, hp, tokenizer, runtime):
+    """One optimizer step over this rank's micro-batches `group`.
 
-
-def count_labels(rows: list[Row]) -> int:
-    # The loss shifts labels by one, so a row's first label never counts.
-    return sum(sum(label != IGNORE_INDEX for label in r.labels[1:]) for r in rows)
+    Returns the step's loss (mean over every label token of all ranks), and the non-padding
+    and padded token counts of all ranks.
+    """
+    inputs = [collate(batch, tokenizer.pad_token_id, runtime.device) for batch in group]
+    local = [
+        sum(count_labels(batch) for batch in group),
+        sum(len(row) for batch in group for row in batch),
+        sum(batch["input_ids"].numel() for batch in inputs),
+    ]
+    labels, tokens, padded = distributed.all_sum(local, runtime)
+    step_loss = torch.zeros((), device=runtime.device)
+    for i, batch in enumerate(inputs):
+        with distributed.no_sync(model, last=i == len(inputs) - 1):
+            # loss = this micro-batch's label losses / the step's label count on all ranks;
+            # DDP and FSDP average gradients over ranks, so scale back up by world size.
+            loss = model(**batch, num_items_in_batch=max(int(labels), 1)).loss
+            (loss * runtime.world_size).backward()
+        step_loss += loss.detach()
+    if hp.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = distributed.all_sum([step_loss.item()], runtime)[0]
+    return step_loss, int(tokens), int(padded)
 
 
 @torch.no_grad()
-def evaluate(model, rows: list[Row], batch_size: int, tokenizer, runtime: Runtime) -> float:
-    """Mean loss per label token over the whole validation set."""
+def evaluate(model, rows: list[Row], hp: Hyperparameters, tokenizer, runtime: Runtime) -> float:
+    """Mean loss per label token over the whole validation set, shared out over the ranks."""
     model.eval()
+    share = rank_share(rows, list(range(len(rows))), runtime.rank, runtime.world_size)
     total, tokens = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
+    for batch in micro_batches(share, hp.per_device_eval_batch_size):
         n = count_labels(batch)
         inputs = collate(batch, tokenizer.pad_token_id, runtime.device)
-        total += model(**inputs, num_items_in_batch=n).loss.item() * n
+        total += model(**inputs, num_items_in_batch=max(n, 1)).loss.item() * n
         tokens += n
+    total, tokens = distributed.all_sum([total, tokens], runtime)
     return total / max(tokens, 1)
 
 
@@ -200,11 +265,55 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))  # capped: exp of a diverged loss is inf, not a number
 
 
-def lora_state(model) -> dict[str, torch.Tensor]:
-    """A copy of the trainable (LoRA) weights: small, so the best epoch is kept in memory."""
-    return {
-        name: copy.deepcopy(p.detach()) for name, p in model.named_parameters() if p.requires_grad
-    }
+def resume(output, config, model, optimizer, scheduler, scratch, runtime) -> TrainState:
+    """Load the newest complete checkpoint that every rank can read; a fresh state if none."""
+    for uri, manifest in checkpoint.complete(output, config.output.uri):
+        saved = checkpoint.load(output, uri, manifest, scratch / "checkpoints")
+        readable = distributed.all_sum([float(saved is not None)], runtime)[0]
+        if readable < runtime.world_size:
+            continue  # the ranks must agree on one checkpoint; try the one before
+        distributed.load_trainable_state(model, optimizer, saved.weights, saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        if len(saved.rng) == runtime.world_size:
+            checkpoint.set_rng_state(saved.rng[runtime.rank], runtime.device)
+        log.info(
+            "resuming from %s: epoch %d, step %d done",
+            uri,
+            saved.state.epoch,
+            saved.state.step,
+        )
+        return saved.state
+    return TrainState()
+
+
+class Saver:
+    """Gathers what a checkpoint holds from every rank; rank 0 writes it."""
+
+    def __init__(self, store, config, model, optimizer, scheduler, scratch, runtime):
+        self.store, self.config, self.runtime = store, config, runtime
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.staging = scratch / "checkpoint-staging"
+
+    def save(self, state: TrainState) -> None:
+        weights, optimizer = distributed.trainable_state(self.model, self.optimizer)
+        rng = distributed.all_gather(checkpoint.rng_state(self.runtime.device), self.runtime)
+        if self.runtime.is_main:
+            saved = Checkpoint(state, weights, optimizer, self.scheduler.state_dict(), rng)
+            checkpoint.save(self.store, self.config.output.uri, self.staging, saved)
+        distributed.barrier(self.runtime)  # a stopping rank must not exit before the upload
+
+
+def export_model(model, hp: Hyperparameters, model_dir: Path, runtime: Runtime):
+    """The model to export from, on rank 0. Under FSDP its weights are sharded, so rank 0 loads
+    the base model afresh, on CPU (one GPU may not hold it beside the sharded one)."""
+    if not (hp.enable_fsdp and runtime.world_size > 1):
+        return distributed.unwrap(model)
+    return load_model(
+        model_dir,
+        hp.model_copy(update={"gradient_checkpointing": False}),
+        torch.device("cpu"),
+        dtype=compute_dtype(runtime.device),
+    )
 
 
 if __name__ == "__main__":  # the tokenization pool starts processes with spawn

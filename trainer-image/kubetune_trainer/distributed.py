@@ -1,0 +1,132 @@
+"""One job, several processes: the process group torchrun describes, the model wrapped for
+data parallelism (DDP, or FSDP2 `fully_shard` with enable_fsdp), and the few collectives the
+recipe needs. With one process every function here is a no-op or the identity.
+"""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune_trainer.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Full (unsharded) tensors of the trainable weights only, on CPU: a LoRA checkpoint of an 8B
+# model is ~40M params, while the frozen base weights are already in the model folder.
+FULL_TRAINABLE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+LOAD_FULL = StateDictOptions(full_state_dict=True, strict=False)
+
+
+@contextmanager
+def process_group(runtime: Runtime) -> Iterator[None]:
+    """Join the job's processes (MASTER_ADDR/MASTER_PORT from torchrun) for the block's span."""
+    if runtime.world_size == 1:
+        yield
+        return
+    if runtime.device.type == "cuda":
+        torch.cuda.set_device(runtime.device)
+        dist.init_process_group("nccl", device_id=runtime.device)
+    else:
+        dist.init_process_group("gloo")  # CPU: tests and CPU-only clusters
+    log.info("rank %d of %d joined (%s)", runtime.rank, runtime.world_size, dist.get_backend())
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, hp: Hyperparameters, runtime: Runtime) -> torch.nn.Module:
+    """DDP replicates the model on each rank; FSDP2 shards each decoder layer across ranks."""
+    if runtime.world_size == 1:
+        return model
+    if not hp.enable_fsdp:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+    policy = MixedPrecisionPolicy()
+    if runtime.device.type == "cuda":
+        # LoRA weights stay fp32 (peft upcasts them); compute in bf16, reduce gradients in fp32.
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    layer_types = set(getattr(model.get_base_model(), "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in layer_types]
+    for layer in layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)  # the rest: embeddings, final norm, head
+    log.info(
+        "FSDP: %d %s layers sharded over %d ranks",
+        len(layers),
+        "/".join(layer_types),
+        runtime.world_size,
+    )
+    return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def no_sync(model: torch.nn.Module, last: bool):
+    """Skip the gradient all-reduce on all but the last micro-batch of an optimizer step."""
+    if last:
+        return nullcontext()
+    if isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()  # FSDP2 reduce-scatters per layer each backward; it has no no_sync
+
+
+def all_sum(values: list[float], runtime: Runtime) -> list[float]:
+    """Element-wise sum over ranks of a few numbers (one small all-reduce)."""
+    if runtime.world_size == 1:
+        return values
+    device = runtime.device if runtime.device.type == "cuda" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_gather(obj, runtime: Runtime) -> list:
+    """Every rank's `obj`, in rank order."""
+    if runtime.world_size == 1:
+        return [obj]
+    gathered = [None] * runtime.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.world_size > 1:
+        dist.barrier()
+
+
+def trainable_state(model, optimizer) -> tuple[dict, dict]:
+    """Full trainable weights and optimizer state, keyed by parameter name (so a checkpoint
+    does not depend on the world size). Collective under FSDP; complete on rank 0."""
+    return get_state_dict(model, optimizer, options=FULL_TRAINABLE)
+
+
+def trainable_weights(model) -> dict:
+    """Full trainable weights by parameter name, e.g. to keep the best epoch's. Collective
+    under FSDP; complete on rank 0."""
+    return get_model_state_dict(model, options=FULL_TRAINABLE)
+
+
+def load_trainable_state(model, optimizer, weights: dict, optimizer_state: dict) -> None:
+    """The inverse of trainable_state; every rank passes the full state it read."""
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=weights,
+        optim_state_dict=optimizer_state,
+        options=LOAD_FULL,
+    )
