@@ -1,74 +1,18 @@
 """The training recipe end to end on CPU: tiny Llama, real files, loss goes down, artifacts."""
 
 import json
-import random
 import subprocess
 import sys
 
 import pytest
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
-from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.train import train
-from tests.support.tiny_models import build_tiny_llama, build_tokenizer
-
-WORDS = "the cat dog sat ran on a mat log red blue big small quickly slowly".split()
-
-
-def sentences(n, seed=0):
-    rng = random.Random(seed)
-    # A learnable pattern: "the <adj> <noun> <verb> on a <noun>".
-    return [
-        f"the {rng.choice(['red', 'blue', 'big', 'small'])} {rng.choice(['cat', 'dog'])} "
-        f"{rng.choice(['sat', 'ran'])} on a {rng.choice(['mat', 'log'])}"
-        for _ in range(n)
-    ]
+from tests.support.training import config_for, make_job, runtime
 
 
 @pytest.fixture
 def job(tmp_path):
-    texts = sentences(400)
-    model_dir = tmp_path / "model"
-    tokenizer = build_tokenizer(texts + WORDS, model_dir)
-    # A wide init lets the frozen random head express confident logits, as a pretrained one can.
-    build_tiny_llama(model_dir, len(tokenizer), tokenizer=tokenizer, initializer_range=0.5)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.jsonl").write_text(
-        "".join(
-            json.dumps({"instruction": "describe an animal", "context": "", "response": t}) + "\n"
-            for t in texts
-        )
-    )
-    (data / "template.json").write_text(
-        json.dumps({"prompt": "{instruction}:", "completion": " {response}"})
-    )
-    return tmp_path
-
-
-def config_for(root, **hyperparameters):
-    hp = Hyperparameters(
-        instruction_tuned=True,
-        epoch=3,
-        learning_rate=2e-3,
-        lora_r=8,
-        per_device_train_batch_size=4,
-        max_input_length=32,
-        **hyperparameters,
-    )
-    return TrainerConfig.model_validate(
-        {
-            "job": {"name": "tiny", "namespace": "test", "uid": "uid-1"},
-            "model": {"modelId": "tiny-llama", "source": f"file://{root}/model"},
-            "data": {"train": f"file://{root}/data"},
-            "hyperparameters": hp.model_dump(),
-            "output": {"uri": f"file://{root}/out"},
-        }
-    )
-
-
-def runtime(root):
-    return Runtime.from_env({"KUBETUNE_SCRATCH": str(root / "scratch")})
+    return make_job(tmp_path)
 
 
 def test_instruction_tuning_learns_and_exports_complete_artifacts(job):
