@@ -1,0 +1,26 @@
+"""Markers for what this machine may lack: `gpu` tests need CUDA, `kind` tests need Docker and
+kind. They are skipped, with the reason, where those are absent; everything else always runs."""
+
+import shutil
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = {}
+    if not _cuda():
+        missing["gpu"] = "needs a CUDA GPU; none here"
+    if not (shutil.which("docker") and shutil.which("kind")):
+        missing["kind"] = "needs Docker and kind; not installed here"
+    for item in items:
+        for marker, reason in missing.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
