@@ -1,0 +1,110 @@
+"""The operator's configuration: one YAML file (the chart renders it into a ConfigMap), read
+once at startup. Every setting is documented where it is declared."""
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from kubetune.api.v1alpha1.base import ApiObject
+from kubetune.api.v1alpha1.common import Quantity, SecretRef, StorageUri
+from kubetune.profiles import builtin_profiles
+
+DEFAULT_IMAGE = "ghcr.io/kubetune/trainer"
+DEFAULT_TAG = "0.1.0"
+
+
+class InstanceProfile(ApiObject):
+    """What an instanceType means: accelerators, requests and placement of one node (pod)."""
+
+    accelerator: Literal["nvidia", "neuron", "none"] = Field(description="Accelerator kind.")
+    accelerators: int = Field(0, ge=0, description="Accelerator resource count per node.")
+    processes_per_node: int = Field(
+        1, ge=1, description="Training processes per node (GPUs, or NeuronCores)."
+    )
+    cpu: Quantity | None = Field(None, description="CPU request per node.")
+    memory: Quantity | None = Field(None, description="Memory request per node.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[dict] = Field(default_factory=list, description="Pod tolerations.")
+
+
+class Images(ApiObject):
+    """Trainer images per accelerator kind."""
+
+    nvidia: str = Field(f"{DEFAULT_IMAGE}:{DEFAULT_TAG}-cuda", description="CUDA trainer image.")
+    neuron: str = Field(f"{DEFAULT_IMAGE}:{DEFAULT_TAG}-neuron", description="Neuron image.")
+    cpu: str = Field(f"{DEFAULT_IMAGE}:{DEFAULT_TAG}-cuda", description="Image for CPU jobs.")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of trainer pods."
+    )
+
+
+class DefaultOutput(ApiObject):
+    """Where jobs without spec.output write: URI/NAMESPACE/NAME/."""
+
+    uri: StorageUri | None = Field(None, description="Output prefix, e.g. s3://ml-artifacts/.")
+    secret_ref: SecretRef | None = Field(None, description="Secret for that bucket.")
+
+
+class DefaultResources(ApiObject):
+    """Compute for jobs whose spec and hub model give none."""
+
+    accelerator: Literal["nvidia", "neuron", "none"] = Field("nvidia", description="Kind.")
+    accelerators_per_node: int = Field(1, ge=1, description="Accelerators per node.")
+    cpu: Quantity | None = Field(None, description="CPU request per node.")
+    memory: Quantity | None = Field(None, description="Memory request per node.")
+
+
+class OperatorConfig(ApiObject):
+    """Settings of one operator installation."""
+
+    images: Images = Field(default_factory=Images, description="Trainer images.")
+    default_output: DefaultOutput = Field(
+        default_factory=DefaultOutput, description="Output of jobs without spec.output."
+    )
+    default_resources: DefaultResources = Field(
+        default_factory=DefaultResources, description="Compute when job and hub give none."
+    )
+    instance_profiles: dict[str, InstanceProfile] = Field(
+        default_factory=dict,
+        description="Extra or replaced instance profiles, by instance type; built-ins for "
+        "common EKS g5, g6, g6e, p4d, p5 and trn1 instances are always there.",
+    )
+    default_queue_name: str | None = Field(
+        None, description="Kueue LocalQueue for jobs that name none."
+    )
+    shm_size: Quantity = Field("16Gi", description="Size of /dev/shm in trainer pods.")
+    scratch_size: Quantity = Field("200Gi", description="Scratch emptyDir: model and data copies.")
+    termination_grace_seconds: int = Field(
+        120, ge=30, description="Time a preempted trainer has to save its checkpoint."
+    )
+    progress_interval_seconds: float = Field(
+        30, gt=0, description="How often running jobs' progress.json is read."
+    )
+    hub_recheck_seconds: float = Field(
+        300, gt=0, description="How often hubs re-check that model sources exist."
+    )
+
+    @model_validator(mode="after")
+    def _with_builtins(self) -> "OperatorConfig":
+        profiles = {k: InstanceProfile.model_validate(v) for k, v in builtin_profiles().items()}
+        self.instance_profiles = {**profiles, **self.instance_profiles}
+        return self
+
+
+class ConfigError(ValueError):
+    """The operator configuration file is unreadable or invalid."""
+
+
+def load_config(path: Path | None) -> OperatorConfig:
+    """The file's settings over the defaults; no file: the defaults."""
+    if path is None:
+        return OperatorConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return OperatorConfig.model_validate(data)
+    except OSError as err:
+        raise ConfigError(f"{path}: {err.strerror}") from None
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ConfigError(f"{path}: invalid operator config: {err}") from None

@@ -1,0 +1,84 @@
+"""The compute a job gets: its own resources over the hub model's defaults over the operator's,
+an instanceType expanded through the instance profiles."""
+
+from dataclasses import dataclass, field
+
+from kubetune.api.v1alpha1 import Resources
+from kubetune.config import OperatorConfig
+from kubetune.resolve.errors import ResolveError
+
+RESOURCE_NAMES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
+# Which fields say what kind of machine: a layer giving any of them replaces the whole group.
+KIND_FIELDS = ("instance_type", "accelerator", "accelerators_per_node")
+
+
+@dataclass(frozen=True)
+class Compute:
+    accelerator: str  # nvidia, neuron or none
+    accelerators: int  # of the accelerator resource per node (0 for none)
+    processes_per_node: int  # torchrun --nproc_per_node
+    nodes: int
+    cpu: str | int | None = None
+    memory: str | int | None = None
+    instance_type: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict] = field(default_factory=list)
+
+    @property
+    def resource_name(self) -> str | None:
+        return RESOURCE_NAMES.get(self.accelerator)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+
+def resolve_compute(layers: list[Resources | None], config: OperatorConfig) -> Compute:
+    """`layers` nearest first: the job's resources, then each hub entry's default resources."""
+    chosen: dict = {}
+    for layer in reversed([r for r in layers if r is not None]):  # nearest applied last
+        given = layer.model_dump(exclude_none=True)
+        if any(k in given for k in KIND_FIELDS):
+            chosen = {k: v for k, v in chosen.items() if k not in KIND_FIELDS}
+        chosen.update(given)
+    defaults = config.default_resources
+    nodes = chosen.get("nodes", 1)
+    if "instance_type" in chosen:
+        name = chosen["instance_type"]
+        profile = config.instance_profiles.get(name)
+        if profile is None:
+            known = ", ".join(sorted(config.instance_profiles))
+            raise ResolveError(
+                "UnknownInstanceType",
+                f"spec.resources.instanceType: {name} has no instance profile (known: {known}); "
+                "use one of those, or accelerator/acceleratorsPerNode, or ask the platform team "
+                "to add a profile",
+            )
+        return Compute(
+            accelerator=profile.accelerator,
+            accelerators=profile.accelerators,
+            processes_per_node=profile.processes_per_node,
+            nodes=nodes,
+            cpu=chosen.get("cpu", profile.cpu),
+            memory=chosen.get("memory", profile.memory),
+            instance_type=name,
+            node_selector=dict(profile.node_selector),
+            tolerations=list(profile.tolerations),
+        )
+    accelerator = chosen.get("accelerator", defaults.accelerator)
+    if accelerator == "none":
+        count, processes = 0, 1
+    elif "accelerator" in chosen:
+        count = processes = chosen.get("accelerators_per_node", 1)
+    else:
+        count = processes = defaults.accelerators_per_node
+    if accelerator == "neuron":
+        processes = 2 * count  # two NeuronCores per Trainium device, one process each
+    return Compute(
+        accelerator=accelerator,
+        accelerators=count,
+        processes_per_node=processes,
+        nodes=nodes,
+        cpu=chosen.get("cpu", defaults.cpu),
+        memory=chosen.get("memory", defaults.memory),
+    )
