@@ -74,6 +74,11 @@ class OperatorConfig(ApiObject):
     default_queue_name: str | None = Field(
         None, description="Kueue LocalQueue for jobs that name none."
     )
+    trainer_service_account: str | None = Field(
+        None,
+        description="ServiceAccount of trainer pods, e.g. one bound to an IAM role (IRSA) "
+        "for S3 access without Secrets. Unset: the namespace's default.",
+    )
     shm_size: Quantity = Field("16Gi", description="Size of /dev/shm in trainer pods.")
     scratch_size: Quantity = Field("200Gi", description="Scratch emptyDir: model and data copies.")
     termination_grace_seconds: int = Field(
