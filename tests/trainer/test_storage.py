@@ -15,6 +15,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.stub import Stubber
 
+from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.storage import (
     COMPLETE_SUFFIX,
     S3Store,
@@ -323,3 +324,31 @@ def test_bad_uris_are_refused(s3_endpoint: str):
         assert str(raised.value).startswith(uri)
     with pytest.raises(StorageError, match="whole bucket"):
         open_store("s3://bucket").delete_prefix("s3://bucket/")
+
+
+def test_each_channel_uses_its_own_prefixed_settings(s3_endpoint, monkeypatch, tmp_path):
+    """The operator puts each channel's Secret under KUBETUNE_<CHANNEL>_: the data channel here
+    reaches the server only through its own endpoint, while plain AWS_* points nowhere."""
+    bucket = make_bucket()
+    boto3.client("s3").put_object(Bucket=bucket, Key="train/data.csv", Body=b"text\nhello\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {
+        "AWS_ENDPOINT_URL": closed,
+        "KUBETUNE_DATA_AWS_ENDPOINT_URL": s3_endpoint,
+        "KUBETUNE_DATA_AWS_ACCESS_KEY_ID": "AKIDDATA",
+        "KUBETUNE_DATA_AWS_SECRET_ACCESS_KEY": "data-canary-456",
+        "KUBETUNE_DATA_AWS_REGION": "eu-west-1",
+    }
+    runtime = Runtime.from_env(env)
+    assert runtime.credentials["data"] == {
+        "aws_access_key_id": "AKIDDATA",
+        "aws_secret_access_key": "data-canary-456",
+        "region_name": "eu-west-1",
+        "endpoint_url": s3_endpoint,
+    }
+    assert runtime.credentials["model"] == {} and "data-canary-456" not in repr(runtime)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)  # what boto3 would use on its own
+    store = open_store(f"s3://{bucket}/train/", runtime.credentials["data"])
+    assert store.list_files(f"s3://{bucket}/train/") == [("data.csv", 11)]

@@ -1,10 +1,20 @@
 """Where this process runs: read once from the environment torchrun / PyTorchJob set."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+CHANNELS = ("model", "data", "output")
+# boto3 Session / client arguments and the variable suffix each is read from.
+S3_SETTINGS = {
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+    "region_name": "AWS_DEFAULT_REGION",
+    "endpoint_url": "AWS_ENDPOINT_URL",
+}
 
 
 @dataclass(frozen=True)
@@ -16,6 +26,10 @@ class Runtime:
     local_rank: int  # LOCAL_RANK: this process among the node's, = its GPU index
     scratch: Path  # KUBETUNE_SCRATCH: downloads and staging; an emptyDir in the pod
     device: torch.device
+    # Per storage channel (model, data, output): S3 settings from KUBETUNE_<CHANNEL>_AWS_*,
+    # which the operator sets from each channel's Secret with an envFrom prefix. A channel
+    # without them uses boto3's usual chain: plain AWS_* variables, IRSA, pod identity.
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Runtime":
@@ -31,8 +45,18 @@ class Runtime:
             local_rank=local_rank,
             scratch=Path(env.get("KUBETUNE_SCRATCH", "/tmp/kubetune")),
             device=device,
+            credentials={c: channel_credentials(env, c) for c in CHANNELS},
         )
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def channel_credentials(env, channel: str) -> dict[str, str]:
+    """KUBETUNE_DATA_AWS_ACCESS_KEY_ID etc. as boto3 arguments; empty when none are set."""
+    prefix = f"KUBETUNE_{channel.upper()}_"
+    found = {arg: env.get(prefix + name) for arg, name in S3_SETTINGS.items()}
+    if not found["region_name"]:
+        found["region_name"] = env.get(prefix + "AWS_REGION")
+    return {arg: value for arg, value in found.items() if value}

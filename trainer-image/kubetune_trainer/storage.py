@@ -58,10 +58,12 @@ class StorageError(Exception):
         return f"{self.uri}: {self.reason}"
 
 
-def open_store(uri: str, **s3_options) -> "Store":
-    """The store for uri's scheme; s3_options (config, transfer: see S3Store) are for tests."""
+def open_store(uri: str, credentials: dict[str, str] | None = None, **s3_options) -> "Store":
+    """The store for uri's scheme. `credentials`: a channel's own S3 settings (Runtime reads
+    them from KUBETUNE_<CHANNEL>_AWS_*); None: boto3's usual chain (AWS_*, IRSA, profiles).
+    s3_options (config, transfer: see S3Store) are for tests."""
     if uri.startswith("s3://"):
-        return S3Store(**s3_options)
+        return S3Store(credentials=credentials, **s3_options)
     if uri.startswith("file://"):
         return LocalStore()
     raise StorageError(uri, "unsupported URI: use s3://bucket/prefix or file:///absolute/path")
@@ -136,10 +138,18 @@ class S3Store(Store):
     AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY itself: MinIO and Ceph need no code.
     """
 
-    def __init__(self, config: Config = CLIENT_CONFIG, transfer: TransferConfig = TRANSFER):
+    def __init__(
+        self,
+        config: Config = CLIENT_CONFIG,
+        transfer: TransferConfig = TRANSFER,
+        credentials: dict[str, str] | None = None,
+    ):
+        given = dict(credentials or {})
+        endpoint = given.pop("endpoint_url", None)
         with _translated("s3://"):
             # A session of its own: boto3's default session is not safe to share across threads.
-            self.client = boto3.session.Session().client("s3", config=config)
+            session = boto3.session.Session(**given)
+            self.client = session.client("s3", config=config, endpoint_url=endpoint)
         self._endpoint, self._transfer = self.client.meta.endpoint_url, transfer
 
     def list_files(self, uri: str) -> list[tuple[str, int]]:
@@ -376,6 +386,8 @@ def _os_reason(exc: OSError, uri: str) -> str:
 
 def _redact(text: str) -> str:
     """Server and botocore messages should never echo a secret; make sure they cannot."""
-    for secret in (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")):
-        text = text.replace(secret, "***") if secret else text
+    secrets = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # also KUBETUNE_<CHANNEL>_AWS_*
+    for name, value in os.environ.items():
+        if name.endswith(secrets) and value:
+            text = text.replace(value, "***")
     return text

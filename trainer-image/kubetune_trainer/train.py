@@ -83,15 +83,16 @@ def read_config(path: str) -> TrainerConfig:
 
 def train(config: TrainerConfig, runtime: Runtime) -> dict:
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
-    output = open_store(config.output.uri)
+    output = open_store(config.output.uri, runtime.credentials["output"])
     if claim_output(output, config):
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         return json.loads(output.read_bytes(join_uri(config.output.uri, "metrics.json")))
 
     scratch = runtime.scratch / config.job.uid
-    model_dir = download(config.model.source, scratch / "model")
-    train_dir = download(config.data.train, scratch / "data" / "train")
-    val_dir = download(config.data.validation, scratch / "data" / "validation")
+    data_credentials = runtime.credentials["data"]
+    model_dir = download(config.model.source, scratch / "model", runtime.credentials["model"])
+    train_dir = download(config.data.train, scratch / "data" / "train", data_credentials)
+    val_dir = download(config.data.validation, scratch / "data" / "validation", data_credentials)
     tokenizer = load_tokenizer(model_dir)
     splits = load_splits(train_dir, val_dir, hp, tokenizer)  # data errors surface here, early
     rows = pack(splits.train, splits.max_length) if hp.packing else one_per_row(splits.train)
@@ -209,10 +210,10 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
     return metrics
 
 
-def download(uri: str | None, dest: Path) -> Path | None:
+def download(uri: str | None, dest: Path, credentials: dict[str, str]) -> Path | None:
     if uri is None:
         return None
-    open_store(uri).download_dir(uri, dest)
+    open_store(uri, credentials).download_dir(uri, dest)
     return dest
 
 
