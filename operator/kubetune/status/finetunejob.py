@@ -1,0 +1,129 @@
+"""A FineTuneJob's status from what the operator saw: the resolution (or why it failed), the
+PyTorchJob's conditions, the trainer's progress.json and the artifacts' MANIFEST.json."""
+
+from dataclasses import dataclass
+
+from kubetune.resolve.errors import ResolveError
+from kubetune.resolve.plan import Plan
+from kubetune.status.conditions import condition, find, merge
+
+# PyTorchJob condition types, most decisive first: the first one that is True sets the phase.
+TRAINING_STATES = ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw this time."""
+
+    generation: int
+    plan: Plan | None = None
+    problem: ResolveError | None = None  # why there is no plan
+    pytorchjob: dict | None = None
+    progress: dict | None = None  # progress.json
+    metrics: dict | None = None  # metrics.json, once MANIFEST.json exists
+    suspend: bool = False
+    now: str = ""  # RFC 3339; passed in, so this stays pure
+
+
+def build_status(observed: Observed, previous: dict | None) -> dict:
+    previous = previous or {}
+    gen = observed.generation
+    conditions = [condition("Validated", True, "Valid", "spec is valid", gen)]
+    status: dict = {"observedGeneration": gen}
+
+    if observed.problem is not None:
+        problem = observed.problem
+        conditions.append(condition("ModelResolved", False, problem.reason, problem.message, gen))
+        if problem.retry:
+            status["phase"] = "Pending"
+        else:
+            status["phase"] = "Failed"
+            conditions.append(condition("Failed", True, problem.reason, problem.message, gen))
+        status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
+        return status
+
+    plan = observed.plan
+    model = plan.model
+    conditions.append(
+        condition("ModelResolved", True, "Resolved", f"{model.hub}:{model.model_id}", gen)
+    )
+    status["resolved"] = {
+        "modelSource": model.source,
+        "hyperparameters": plan.hyperparameters.model_dump(exclude_none=True),
+        **({"eulaVersion": model.eula.version} if model.eula else {}),
+    }
+    pytorchjob = observed.pytorchjob
+    if pytorchjob is None:
+        status["phase"] = "Pending"
+        status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
+        return status
+
+    status["trainingJob"] = {"kind": "PyTorchJob", "name": pytorchjob["metadata"]["name"]}
+    state, reason, message = training_state(pytorchjob)
+    status["phase"] = phase_of(state, observed.suspend, pytorchjob)
+    running = status["phase"] == "Running"
+    conditions.append(condition("Running", running, reason if running else state, message, gen))
+    if state == "Succeeded":
+        conditions.append(condition("Succeeded", True, "TrainingSucceeded", message, gen))
+    if state == "Failed":
+        conditions.append(condition("Failed", True, reason or "TrainingFailed", message, gen))
+
+    job_status = pytorchjob.get("status") or {}
+    if job_status.get("startTime"):
+        status["startTime"] = job_status["startTime"]
+    if job_status.get("completionTime") and state in ("Succeeded", "Failed"):
+        status["completionTime"] = job_status["completionTime"]
+    if observed.progress:
+        status["progress"] = progress_of(observed.progress, state == "Succeeded")
+        status["metrics"] = metrics_of(observed.progress, observed.metrics)
+    if observed.metrics is not None:
+        status["metrics"] = metrics_of(observed.progress or {}, observed.metrics)
+        uri = plan.output_uri.rstrip("/") + "/"
+        status["artifacts"] = {"uri": uri, "adapter": uri + "adapter/"}
+        if plan.hyperparameters.merge_weights:
+            status["artifacts"]["merged"] = uri + "merged/"
+    status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
+    return status
+
+
+def training_state(pytorchjob: dict) -> tuple[str, str, str]:
+    """(state, reason, message) of the PyTorchJob's most decisive True condition."""
+    conditions = (pytorchjob.get("status") or {}).get("conditions") or []
+    for state in TRAINING_STATES:
+        found = find(conditions, state)
+        if found and found.get("status") == "True":
+            return state, found.get("reason") or state, found.get("message") or ""
+    return "Created", "Created", "waiting for the training operator"
+
+
+def phase_of(state: str, suspend: bool, pytorchjob: dict) -> str:
+    if state in ("Succeeded", "Failed"):
+        return state
+    if state == "Suspended" or (pytorchjob.get("spec", {}).get("runPolicy") or {}).get("suspend"):
+        return "Suspended" if suspend else "Queued"  # not suspended by the user: Kueue holds it
+    if state in ("Running", "Restarting"):
+        return "Running"
+    return "Pending"
+
+
+def progress_of(progress: dict, done: bool) -> dict:
+    total, step = progress.get("total_steps"), progress.get("step")
+    found = {
+        "epoch": progress.get("epoch"),
+        "step": step,
+        "totalSteps": total,
+        "percent": 100 if done else progress.get("percent"),
+        "etaSeconds": 0 if done else progress.get("eta_seconds"),
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def metrics_of(progress: dict, final: dict | None) -> dict:
+    source = final or {}
+    found = {
+        "trainLoss": source.get("train_loss", progress.get("train_loss")),
+        "evalLoss": source.get("eval_loss", progress.get("eval_loss")),
+        "evalPerplexity": source.get("eval_perplexity"),
+        "tokensPerSecond": source.get("tokens_per_second", progress.get("tokens_per_second")),
+    }
+    return {k: v for k, v in found.items() if v is not None}

@@ -1,0 +1,136 @@
+"""FineTuneJob status as a pure function of what the operator observed."""
+
+import pytest
+
+from kubetune.resolve.errors import ResolveError
+from kubetune.status.finetunejob import Observed, build_status
+from tests.operator.test_resolve import job, resolve
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def pytorchjob(*true, suspend=False, start=None, end=None):
+    conditions = [{"type": t, "status": "True", "reason": f"PyTorchJob{t}"} for t in true]
+    status = {"conditions": conditions}
+    if start:
+        status["startTime"] = start
+    if end:
+        status["completionTime"] = end
+    return {
+        "metadata": {"name": "bot"},
+        "spec": {"runPolicy": {"suspend": suspend}},
+        "status": status,
+    }
+
+
+def observe(**seen):
+    return Observed(generation=2, plan=seen.pop("plan", resolve(job())), now=T0, **seen)
+
+
+def conditions(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+@pytest.mark.parametrize(
+    "states, suspend, phase",
+    [
+        ((), False, "Pending"),
+        (("Created",), False, "Pending"),
+        (("Created", "Running"), False, "Running"),
+        (("Created", "Running", "Restarting"), False, "Running"),
+        (("Created", "Running", "Succeeded"), False, "Succeeded"),
+        (("Created", "Failed"), False, "Failed"),
+        (("Created", "Suspended"), True, "Suspended"),
+        (("Created", "Suspended"), False, "Queued"),
+    ],
+)
+def test_phase_follows_the_pytorchjob(states, suspend, phase):
+    status = build_status(observe(pytorchjob=pytorchjob(*states), suspend=suspend), None)
+    assert status["phase"] == phase
+    assert status["observedGeneration"] == 2
+    assert status["trainingJob"] == {"kind": "PyTorchJob", "name": "bot"}
+
+
+def test_no_pytorchjob_yet_is_pending_with_the_resolution_recorded():
+    status = build_status(observe(), None)
+    assert status["phase"] == "Pending"
+    assert status["resolved"]["modelSource"] == "s3://models/llama/"
+    assert status["resolved"]["eulaVersion"] == "3.2"
+    assert status["resolved"]["hyperparameters"]["lora_r"] == 16
+    assert conditions(status)["ModelResolved"] == ("True", "Resolved")
+
+
+def test_permanent_problem_fails_and_temporary_one_waits():
+    denied = ResolveError("HubAccessDenied", "ModelHub x/y is not shared with namespace z")
+    status = build_status(observe(plan=None, problem=denied), None)
+    assert status["phase"] == "Failed"
+    assert conditions(status)["Failed"] == ("True", "HubAccessDenied")
+    missing = ResolveError("HubNotFound", "ModelHub x/y does not exist (yet)", retry=True)
+    status = build_status(observe(plan=None, problem=missing), None)
+    assert status["phase"] == "Pending" and "Failed" not in conditions(status)
+
+
+def test_progress_metrics_and_artifacts():
+    progress = {
+        "epoch": 2,
+        "step": 50,
+        "total_steps": 100,
+        "percent": 50,
+        "eta_seconds": 60,
+        "train_loss": 1.5,
+        "eval_loss": 1.7,
+        "tokens_per_second": 900.0,
+    }
+    running = build_status(
+        observe(pytorchjob=pytorchjob("Running", start=T0), progress=progress), None
+    )
+    assert running["progress"] == {
+        "epoch": 2,
+        "step": 50,
+        "totalSteps": 100,
+        "percent": 50,
+        "etaSeconds": 60,
+    }
+    assert running["metrics"] == {"trainLoss": 1.5, "evalLoss": 1.7, "tokensPerSecond": 900.0}
+    assert "artifacts" not in running and running["startTime"] == T0
+
+    final = {
+        "train_loss": 1.2,
+        "eval_loss": 1.4,
+        "eval_perplexity": 4.05,
+        "tokens_per_second": 950.0,
+    }
+    done = build_status(
+        observe(
+            pytorchjob=pytorchjob("Running", "Succeeded", start=T0, end=T1),
+            progress=progress,
+            metrics=final,
+        ),
+        running,
+    )
+    assert done["metrics"] == {
+        "trainLoss": 1.2,
+        "evalLoss": 1.4,
+        "evalPerplexity": 4.05,
+        "tokensPerSecond": 950.0,
+    }
+    assert done["artifacts"] == {
+        "uri": "s3://out/bot/",
+        "adapter": "s3://out/bot/adapter/",
+        "merged": "s3://out/bot/merged/",
+    }
+    assert done["progress"]["percent"] == 100 and done["completionTime"] == T1
+
+
+def test_transition_time_kept_while_a_condition_holds():
+    first = build_status(observe(pytorchjob=pytorchjob("Running")), None)
+    later = build_status(
+        Observed(generation=2, plan=resolve(job()), pytorchjob=pytorchjob("Running"), now=T1), first
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times["Running"] == T0 and times["Validated"] == T0
+    done = build_status(
+        Observed(generation=2, plan=resolve(job()), pytorchjob=pytorchjob("Succeeded"), now=T1),
+        first,
+    )
+    assert {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}["Running"] == T1
