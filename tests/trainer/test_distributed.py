@@ -2,6 +2,11 @@
 the same model as one process with the same global batch."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +53,47 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(single, ena
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert "adapter/adapter_model.safetensors" in {f["path"] for f in manifest["files"]}
     assert not (out / "checkpoints").exists()  # removed once the artifacts are complete
+
+
+def test_two_nodes_through_the_image_entrypoint(single, tmp_path):
+    """Two "pods" as a PyTorchJob starts them: the image's entrypoint with the PET_* topology,
+    each node with its own scratch folder (its own downloads), LoRA trained across nodes."""
+    root, reference = single
+    config = config_for(root, output="out-nodes", per_device_train_batch_size=2, **SAME)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json(by_alias=True))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    entrypoint = Path(__file__).parents[2] / "trainer-image" / "entrypoint.sh"
+    nodes = []
+    for rank in range(2):
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # torchrun
+            "PET_NNODES": "2",
+            "PET_NPROC_PER_NODE": "1",
+            "PET_NODE_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "KUBETUNE_CONFIG": str(path),
+            "KUBETUNE_SCRATCH": str(tmp_path / f"node-{rank}"),
+            "TMPDIR": str(tmp_path / f"tmp-{rank}"),
+            "HOME": str(tmp_path / f"home-{rank}"),
+        }
+        nodes.append(
+            subprocess.Popen(
+                ["bash", str(entrypoint)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "rank 1 of 2 joined (gloo)" in logs[1]
+    for rank in range(2):  # each node downloaded the model into its own scratch
+        assert (tmp_path / f"node-{rank}" / "uid-1" / "model" / "config.json").exists()
+    metrics = json.loads((root / "out-nodes" / "metrics.json").read_text())
+    ours = [e["eval_loss"] for e in metrics["epochs"]]
+    assert ours == pytest.approx([e["eval_loss"] for e in reference["epochs"]], rel=1e-3)

@@ -94,7 +94,12 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
     train_dir = download(config.data.train, scratch / "data" / "train", data_credentials)
     val_dir = download(config.data.validation, scratch / "data" / "validation", data_credentials)
     tokenizer = load_tokenizer(model_dir)
-    splits = load_splits(train_dir, val_dir, hp, tokenizer)  # data errors surface here, early
+    try:
+        splits = load_splits(train_dir, val_dir, hp, tokenizer)  # data errors surface here, early
+    except DataError as err:
+        raise DataError(
+            where_stored(str(err), {train_dir: config.data.train, val_dir: config.data.validation})
+        ) from None
     rows = pack(splits.train, splits.max_length) if hp.packing else one_per_row(splits.train)
     val_rows = one_per_row(splits.validation)
 
@@ -215,6 +220,15 @@ def download(uri: str | None, dest: Path, credentials: dict[str, str]) -> Path |
         return None
     open_store(uri, credentials).download_dir(uri, dest)
     return dest
+
+
+def where_stored(message: str, copies: dict[Path | None, str | None]) -> str:
+    """Name the user's URIs in a message about the local copies (scratch paths mean nothing
+    to them): /scratch/UID/data/train/a.csv -> s3://bucket/train/a.csv."""
+    for local, uri in copies.items():
+        if local is not None and uri is not None:
+            message = message.replace(str(local), uri.rstrip("/"))
+    return message
 
 
 def train_step(model, group, optimizer, scheduler, trainable, hp, tokenizer, runtime):

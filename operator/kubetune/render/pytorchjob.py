@@ -15,7 +15,7 @@ from kubetune.render.names import (
 from kubetune.resolve.plan import Plan
 
 CONTAINER = "pytorch"  # the Training Operator finds the training container by this name
-TRAINER_UID = 1000  # the trainer image's non-root user
+TRAINER_UID = 10001  # the trainer image's non-root user (trainer-image/Dockerfile)
 SCRATCH = "/scratch"
 # Each channel's Secret enters the pod under its own prefix, so three sets of AWS_* keys do not
 # overwrite one another; the trainer reads KUBETUNE_<CHANNEL>_AWS_* for that channel's URIs.
@@ -123,7 +123,6 @@ def container(plan: Plan, config: OperatorConfig) -> dict:
         "env": [
             {"name": "KUBETUNE_CONFIG", "value": DEFAULT_PATH},
             {"name": "KUBETUNE_SCRATCH", "value": SCRATCH},
-            {"name": "HF_HOME", "value": f"{SCRATCH}/hf"},
         ],
         "envFrom": [
             {"prefix": SECRET_PREFIXES[channel], "secretRef": {"name": name}}

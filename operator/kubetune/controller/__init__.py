@@ -1,0 +1,1 @@
+"""The kopf operator: handlers decode, delegate to resolve/render/status, and return."""

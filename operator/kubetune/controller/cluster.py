@@ -1,0 +1,99 @@
+"""Every Kubernetes API call the operator makes, in one place: the chart's RBAC role lists
+exactly these verbs and resources (a test compares them)."""
+
+import base64
+import logging
+from collections.abc import Mapping
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubetune.api.manifests import prune_nulls
+from kubetune.api.v1alpha1 import GROUP, VERSION, ModelHub
+
+log = logging.getLogger(__name__)
+
+KUBEFLOW = ("kubeflow.org", "v1", "pytorchjobs")
+
+# (API group, resource, verbs): what the code below does; the chart's Role grants these.
+API_CALLS = [
+    ("kubetune.io", "modelhubs", ["get", "list", "watch", "patch"]),
+    ("kubetune.io", "modelhubs/status", ["get", "patch"]),
+    ("kubetune.io", "finetunejobs", ["get", "list", "watch", "patch"]),
+    ("kubetune.io", "finetunejobs/status", ["get", "patch"]),
+    ("kubeflow.org", "pytorchjobs", ["get", "list", "watch", "create", "patch"]),
+    ("", "configmaps", ["get", "create"]),
+    ("", "secrets", ["get"]),
+    ("", "namespaces", ["get"]),
+    ("", "events", ["create"]),
+    ("events.k8s.io", "events", ["create"]),
+]
+
+
+class Cluster:
+    """Reads and writes through one kubernetes ApiClient (kubeconfig or in-cluster)."""
+
+    def __init__(self, api: client.ApiClient):
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    # -- the Hubs protocol of kubetune.resolve.hubs --
+    def hub(self, namespace: str, name: str) -> ModelHub | None:
+        found = self._get(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "modelhubs", name
+        )
+        return None if found is None else ModelHub.model_validate(prune_nulls(found))
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        found = self._get(self.core.read_namespace, namespace)
+        return None if found is None else (found.metadata.labels or {})
+
+    # -- children --
+    def create(self, body: dict) -> dict:
+        """Create the child, or return the existing one of that name (a retried reconcile)."""
+        meta = body["metadata"]
+        try:
+            if body["kind"] == "ConfigMap":
+                self.core.create_namespaced_config_map(meta["namespace"], body)
+                return body
+            group, version, plural = KUBEFLOW
+            return self.custom.create_namespaced_custom_object(
+                group, version, meta["namespace"], plural, body
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        log.info("%s %s/%s exists already: adopted", body["kind"], meta["namespace"], meta["name"])
+        return (
+            self.pytorchjob(meta["namespace"], meta["name"])
+            if body["kind"] != "ConfigMap"
+            else body
+        )
+
+    def pytorchjob(self, namespace: str, name: str) -> dict | None:
+        group, version, plural = KUBEFLOW
+        return self._get(
+            self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
+        )
+
+    def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        group, version, plural = KUBEFLOW
+        patch = {"spec": {"runPolicy": {"suspend": suspend}}}
+        self.custom.patch_namespaced_custom_object(group, version, namespace, plural, name, patch)
+
+    # -- secrets: names checked, values only handed to storage clients, never logged --
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._get(self.core.read_namespaced_secret, name, namespace)
+        if found is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+
+    @staticmethod
+    def _get(read, *args):
+        try:
+            found = read(*args)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return found

@@ -1,0 +1,161 @@
+"""The trainer image, checked without Docker: the Dockerfile's contract with the pod, and the
+entrypoint run under bash with a fake torchrun that records how it was called."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "trainer-image" / "Dockerfile"
+ENTRYPOINT = REPO / "trainer-image" / "entrypoint.sh"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined, pending = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        joined.append(pending + line)
+        pending = ""
+    return [(i.split(None, 1)[0].upper(), i.split(None, 1)[1].strip()) for i in joined]
+
+
+def values(instruction: str) -> list[str]:
+    return [args for name, args in instructions(DOCKERFILE) if name == instruction]
+
+
+def env() -> dict[str, str]:
+    """Every ENV of the Dockerfile (KEY=value form)."""
+    pairs = {}
+    for args in values("ENV"):
+        for key, value in re.findall(r"(\w+)=(\S+)", args):
+            pairs[key] = value
+    return pairs
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def test_runs_as_a_fixed_numeric_non_root_user():
+    user = values("USER")[-1]  # the last USER is the one the container runs as
+    assert re.fullmatch(r"\d+(:\d+)?", user), f"USER {user}: runAsNonRoot needs numeric ids"
+    assert all(int(part) != 0 for part in user.split(":"))
+
+
+def test_entrypoint_is_the_script_in_exec_form():
+    (entrypoint,) = values("ENTRYPOINT")
+    # Exec form: no /bin/sh -c in between, so SIGTERM reaches the script (and then torchrun).
+    command = json.loads(entrypoint)
+    copies = [c.split() for c in values("COPY") if "trainer-image/entrypoint.sh" in c]
+    assert len(copies) == 1 and command == [copies[0][-1]]
+
+
+def test_scratch_caches_and_no_baked_credentials():
+    variables = env()
+    assert variables["KUBETUNE_SCRATCH"] == "/scratch"
+    for name in ("HF_HOME", "HOME", "TMPDIR", "XDG_CACHE_HOME"):
+        assert variables[name].startswith("/scratch/"), name  # the root filesystem is read-only
+    declared = set(variables) | {a.split("=")[0] for a in values("ARG")}
+    secret = re.compile(r"AWS_|SECRET|TOKEN|PASSWORD|KEY", re.I)
+    assert not [name for name in declared if secret.search(name)]
+
+
+def test_base_image_torch_matches_the_pinned_torch():
+    """constraints.txt pins the CPU wheel CI tests with; the image keeps its base's CUDA build
+    of the same version, so bumping one without the other fails here."""
+    pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(), re.M)[1]
+    base = dict(a.split("=", 1) for a in values("ARG") if "=" in a)["BASE_IMAGE"]
+    assert re.fullmatch(rf"pytorch/pytorch:{re.escape(pinned)}-cuda12\.\d+-cudnn9-runtime", base)
+    # The install drops constraints.txt's torch line rather than replacing the CUDA build.
+    (install,) = [r for r in values("RUN") if "pip install" in r]
+    assert "grep -v -i '^torch==' constraints.txt" in install
+    assert '".[trainer]"' in install and "bitsandbytes==" in install
+
+
+# --- entrypoint ---------------------------------------------------------------------------
+
+
+def test_entrypoint_is_valid_bash_and_execs_torchrun_with_the_pytorchjob_env():
+    subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=True)
+    text = ENTRYPOINT.read_text()
+    assert re.search(r"^exec torchrun ", text, re.M)
+    for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR"):
+        assert "${" + variable + ":-" in text
+    assert "-m kubetune_trainer.train" in text
+    assert f"${{KUBETUNE_CONFIG:-{DEFAULT_PATH}}}" in text
+
+
+@pytest.fixture
+def fake_torchrun(tmp_path: Path) -> Path:
+    """A `torchrun` on PATH that writes its pid and its arguments, one per line, to calls.txt."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "torchrun"
+    calls = tmp_path / "calls.txt"
+    script.write_text(f'#!/bin/sh\necho $$ > {calls}\nprintf "%s\\n" "$@" >> {calls}\n')
+    script.chmod(0o755)
+    return bin_dir
+
+
+def run_entrypoint(tmp_path: Path, bin_dir: Path, variables: dict, *args: str) -> list[str]:
+    """Run the entrypoint; returns torchrun's arguments after checking it replaced the shell."""
+    environment = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",  # the fake torchrun first; bash and mkdir after
+        "HOME": str(tmp_path / "scratch" / "home"),
+        "TMPDIR": str(tmp_path / "scratch" / "tmp"),
+        **variables,
+    }
+    process = subprocess.Popen(["bash", str(ENTRYPOINT), *args], env=environment)
+    assert process.wait(timeout=30) == 0
+    pid, *arguments = (tmp_path / "calls.txt").read_text().splitlines()
+    assert int(pid) == process.pid  # exec: torchrun is the process Kubernetes signals
+    assert (tmp_path / "scratch" / "tmp").is_dir() and (tmp_path / "scratch" / "home").is_dir()
+    return arguments
+
+
+def test_entrypoint_passes_the_pytorchjob_topology_to_torchrun(tmp_path, fake_torchrun):
+    # What the Training Operator sets on the pod of worker 0 in a job of 1 master + 2 workers.
+    variables = {
+        "PET_NNODES": "3",
+        "PET_NPROC_PER_NODE": "8",
+        "PET_NODE_RANK": "1",
+        "MASTER_ADDR": "tune-master-0",
+        "MASTER_PORT": "23456",
+        "KUBETUNE_CONFIG": "/config/job.json",
+    }
+    assert run_entrypoint(tmp_path, fake_torchrun, variables, "--extra", "a b") == [
+        "--nnodes=3",
+        "--nproc_per_node=8",
+        "--node_rank=1",
+        "--master_addr=tune-master-0",
+        "--master_port=23456",
+        "-m",
+        "kubetune_trainer.train",
+        "--config",
+        "/config/job.json",
+        "--extra",
+        "a b",
+    ]
+
+
+def test_entrypoint_defaults_to_one_process_on_one_node(tmp_path, fake_torchrun):
+    assert run_entrypoint(tmp_path, fake_torchrun, {}) == [
+        "--nnodes=1",
+        "--nproc_per_node=1",
+        "--node_rank=0",
+        "--master_addr=127.0.0.1",
+        "--master_port=29500",
+        "-m",
+        "kubetune_trainer.train",
+        "--config",
+        DEFAULT_PATH,
+    ]
