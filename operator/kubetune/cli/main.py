@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from kubetune import __version__
-from kubetune.cli import generate, validate
+from kubetune.cli import generate, operator_cmd, validate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate.register(commands)
     generate.register(commands)
+    operator_cmd.register(commands)
     return top
 
 

@@ -38,9 +38,30 @@ def resolve_model(job: FineTuneJob, hubs: Hubs, require_ready: bool = True) -> R
     """Follow the job's model reference to a source; ResolveError says why not."""
     namespace = job.metadata.namespace or "default"
     ref = job.spec.model
-    hub_namespace, hub_name = ref.hub_ref.namespace or namespace, ref.hub_ref.name
-    model_id = ref.model_id
-    user_namespace, user = namespace, f"namespace {namespace}"  # who asks for the next hop
+    hub_namespace = ref.hub_ref.namespace or namespace
+    return follow(
+        namespace,
+        f"namespace {namespace}",
+        hub_namespace,
+        ref.hub_ref.name,
+        ref.model_id,
+        hubs,
+        require_ready,
+    )
+
+
+def follow(
+    user_namespace: str,
+    user: str,
+    hub_namespace: str,
+    hub_name: str,
+    model_id: str,
+    hubs: Hubs,
+    require_ready: bool = True,
+) -> ResolvedModel:
+    """Model `model_id` of hub `hub_namespace/hub_name`, as `user` (in `user_namespace`, a job's
+    or a referring hub's) sees it: references followed, each hop's sharing checked."""
+    first_hub, first_model = f"{hub_namespace}/{hub_name}", model_id
     entries, seen = [], []
     while True:
         key = f"{hub_namespace}/{hub_name}"
@@ -83,8 +104,8 @@ def resolve_model(job: FineTuneJob, hubs: Hubs, require_ready: bool = True) -> R
         if entry.tasks is not None:
             tasks &= set(entry.tasks)
     return ResolvedModel(
-        model_id=ref.model_id,
-        hub=f"{ref.hub_ref.namespace or namespace}/{ref.hub_ref.name}",
+        model_id=first_model,
+        hub=first_hub,
         source=source_entry.source,
         source_hub=source_hub,
         eula=eulas[0] if eulas else None,

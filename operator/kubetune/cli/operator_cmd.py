@@ -1,0 +1,70 @@
+"""`kubetune operator`: run the operator (kubeconfig or in-cluster service account)."""
+
+import logging
+from pathlib import Path
+
+import kopf
+from kubernetes import client
+from kubernetes import config as kubeconfig
+from prometheus_client import start_http_server
+
+from kubetune.config import ConfigError, load_config
+from kubetune.controller.cluster import Cluster
+from kubetune.controller.handlers import build_registry
+from kubetune.controller.metrics import Metrics
+
+PEERING = "kubetune"
+
+
+def register(commands) -> None:
+    command = commands.add_parser(
+        "operator",
+        help="run the operator",
+        description="Reconcile ModelHubs and FineTuneJobs into PyTorchJobs. Uses the in-cluster "
+        "service account, else the kubeconfig. Two replicas are safe: peering lets one act.",
+    )
+    scope = command.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", metavar="NS", help="watch NS (repeatable)"
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
+    )
+    command.add_argument("--config", type=Path, help="operator config YAML (the chart's)")
+    command.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics")
+    command.add_argument(
+        "--health-port", type=int, default=8081, help="liveness/readiness at /healthz"
+    )
+    command.add_argument(
+        "--standalone", action="store_true", help="no peering (one replica, or development)"
+    )
+    command.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    command.set_defaults(run=run)
+
+
+def run(args) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        logging.error("%s", err)
+        return 2
+    try:
+        kubeconfig.load_incluster_config()
+    except kubeconfig.ConfigException:
+        kubeconfig.load_kube_config()
+    metrics = Metrics()
+    start_http_server(args.metrics_port, registry=metrics.registry)
+    registry = build_registry(config, Cluster(client.ApiClient()), metrics)
+    namespaced = bool(args.namespace)
+    kopf.run(
+        registry=registry,
+        namespaces=args.namespace or [],
+        clusterwide=not namespaced,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else PEERING,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+    )
+    return 0

@@ -1,0 +1,105 @@
+"""Reconcile one FineTuneJob: resolve it, make sure its ConfigMap and PyTorchJob exist (created
+once, adopted if there), follow suspend, and rebuild its status from what is there."""
+
+import logging
+from dataclasses import dataclass
+
+from kubetune.api.manifests import prune_nulls
+from kubetune.api.v1alpha1 import FineTuneJob
+from kubetune.config import OperatorConfig
+from kubetune.controller.cluster import Cluster
+from kubetune.controller.outputs import credentials_from_secret, read_outputs
+from kubetune.render.configmap import render_configmap
+from kubetune.render.names import QUEUE_LABEL, pytorchjob_name
+from kubetune.render.pytorchjob import render_pytorchjob
+from kubetune.resolve.errors import ResolveError
+from kubetune.resolve.plan import Plan, plan
+from kubetune.status.finetunejob import Observed, build_status, training_state
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: dict
+    problem: ResolveError | None  # what stopped it; retry says whether waiting may help
+
+
+def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) -> Outcome:
+    meta, previous = body["metadata"], body.get("status") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation", 1)
+    if finished(previous, generation):
+        return Outcome(previous, None)  # the outcome stands; status stays as it was written
+
+    job = FineTuneJob.model_validate(prune_nulls({**body, "status": None}))
+    try:
+        resolved = plan(job, meta["uid"], cluster, config)
+        check_secrets(resolved, cluster)
+    except ResolveError as problem:
+        observed = Observed(generation, problem=problem, suspend=bool(job.spec.suspend), now=now)
+        return Outcome(build_status(observed, previous), problem)
+
+    owner = {"name": name, "uid": meta["uid"]}
+    pytorchjob = cluster.pytorchjob(namespace, pytorchjob_name(name))
+    if pytorchjob is None:
+        cluster.create(render_configmap(resolved, owner))
+        pytorchjob = cluster.create(render_pytorchjob(resolved, config, owner))
+        log.info("%s/%s: PyTorchJob created", namespace, name)
+    else:
+        follow_suspend(pytorchjob, job, cluster)
+
+    progress = metrics = None
+    state, _, _ = training_state(pytorchjob)
+    if state in ("Running", "Restarting", "Succeeded", "Failed"):
+        secret = resolved.secrets.get("output")
+        data = cluster.secret_data(namespace, secret) if secret else None
+        progress, metrics = read_outputs(resolved.output_uri, credentials_from_secret(data))
+    observed = Observed(
+        generation,
+        plan=resolved,
+        pytorchjob=pytorchjob,
+        progress=progress,
+        metrics=metrics,
+        suspend=bool(job.spec.suspend),
+        now=now,
+    )
+    status = build_status(observed, previous)
+    if progress is None:  # not written yet, or storage unreadable this time: keep the last
+        status.update(
+            {k: previous[k] for k in ("progress", "metrics") if k not in status and k in previous}
+        )
+    return Outcome(status, None)
+
+
+def finished(status: dict, generation: int) -> bool:
+    """Succeeded or Failed in training, for the current spec: nothing left to do."""
+    if status.get("phase") not in TERMINAL or status.get("observedGeneration") != generation:
+        return False
+    return "trainingJob" in status  # a job failed in resolution is re-checked (hubs change)
+
+
+def check_secrets(resolved: Plan, cluster: Cluster) -> None:
+    """Each referenced Secret exists in the job's namespace, or the pods could never start."""
+    namespace = resolved.job.metadata.namespace
+    for channel, name in sorted(resolved.secrets.items()):
+        if cluster.secret_data(namespace, name) is None:
+            raise ResolveError(
+                "SecretNotFound",
+                f"Secret {namespace}/{name} ({channel} storage credentials) does not exist; "
+                "waiting for it",
+                retry=True,
+            )
+
+
+def follow_suspend(pytorchjob: dict, job: FineTuneJob, cluster: Cluster) -> None:
+    """spec.suspend -> runPolicy.suspend. A queued job is unsuspended by Kueue, not by us."""
+    want = bool(job.spec.suspend)
+    have = bool((pytorchjob.get("spec", {}).get("runPolicy") or {}).get("suspend"))
+    queued = QUEUE_LABEL in (pytorchjob["metadata"].get("labels") or {})
+    if want != have and (want or not queued):
+        meta = pytorchjob["metadata"]
+        cluster.set_suspend(meta["namespace"], meta["name"], want)
+        pytorchjob.setdefault("spec", {}).setdefault("runPolicy", {})["suspend"] = want

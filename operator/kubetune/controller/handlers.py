@@ -1,0 +1,128 @@
+"""kopf handlers on their own registry: each decodes, delegates, returns.
+
+FineTuneJobs are reconciled on create, on resume (operator restart), on spec change and on a
+timer (PyTorchJob state and progress.json); ModelHubs on the same events and a slower timer.
+"""
+
+import datetime
+import logging
+import time
+
+import kopf
+
+from kubetune.config import OperatorConfig
+from kubetune.controller import finetunejob, modelhub
+from kubetune.controller.cluster import Cluster
+from kubetune.controller.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+JOBS = ("kubetune.io", "v1alpha1", "finetunejobs")
+HUBS = ("kubetune.io", "v1alpha1", "modelhubs")
+PREFIX = "kubetune.io"
+MAX_DELAY = 300  # seconds: backoff for a job that waits (hub missing, model not ready)
+
+
+def build_registry(
+    config: OperatorConfig, cluster: Cluster, metrics: Metrics
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_):
+        # kopf's handler bookkeeping goes to annotations: our status schema has only our fields.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=PREFIX, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{PREFIX}/finalizer"
+        # Events are ours (phase changes, failures), not one per kopf log line.
+        settings.posting.level = logging.WARNING
+        settings.networking.error_backoffs = [1, 2, 5, 10, 30]  # API trouble: back off, no storm
+
+    def reconcile_job(body, patch, retry, logger, **_):
+        started = time.monotonic()
+        outcome = finetunejob.reconcile(dict(body), cluster, config, now())
+        metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
+        announce(body, outcome.status, logger)
+        metrics.job_phase(body["metadata"]["uid"], outcome.status.get("phase"))
+        if outcome.status != (body.get("status") or {}):
+            patch.status.update(outcome.status)
+        if outcome.problem is not None:
+            metrics.reconcile_errors.labels("FineTuneJob", outcome.problem.reason).inc()
+            if outcome.problem.retry:
+                raise kopf.TemporaryError(outcome.problem.message, delay=backoff(retry))
+
+    for on in (kopf.on.create, kopf.on.resume):
+        on(*JOBS, registry=registry, id="reconcile")(reconcile_job)
+    kopf.on.update(*JOBS, field="spec", registry=registry, id="reconcile")(reconcile_job)
+    kopf.timer(*JOBS, interval=config.progress_interval_seconds, registry=registry, id="refresh")(
+        refresh_job(reconcile_job)
+    )
+
+    @kopf.on.delete(*JOBS, registry=registry, optional=True)
+    def forget_job(body, **_):
+        metrics.job_phase(body["metadata"]["uid"], None)
+
+    def reconcile_hub(body, patch, **_):
+        started = time.monotonic()
+        status = modelhub.reconcile_hub(dict(body), cluster, now())
+        metrics.reconcile_seconds.labels("ModelHub").observe(time.monotonic() - started)
+        meta = body["metadata"]
+        metrics.hub_models_ready.labels(meta["namespace"], meta["name"]).set(status["readyModels"])
+        if status != (body.get("status") or {}):
+            patch.status.update(status)
+
+    for on in (kopf.on.create, kopf.on.resume):
+        on(*HUBS, registry=registry, id="reconcile")(reconcile_hub)
+    kopf.on.update(*HUBS, field="spec", registry=registry, id="reconcile")(reconcile_hub)
+    kopf.timer(*HUBS, interval=config.hub_recheck_seconds, registry=registry, id="recheck")(
+        reconcile_hub
+    )
+    return registry
+
+
+def refresh_job(reconcile_job):
+    """The timer's view of a job: skip those whose outcome stands."""
+
+    def refresh(body, patch, logger, **kwargs):
+        status = body.get("status") or {}
+        if finetunejob.finished(status, body["metadata"].get("generation", 1)):
+            return
+        try:
+            reconcile_job(body=body, patch=patch, retry=0, logger=logger, **kwargs)
+        except kopf.TemporaryError:
+            pass  # the timer comes back anyway
+
+    return refresh
+
+
+def announce(body, status: dict, logger) -> None:
+    """An event on every phase change, a warning one on every failure."""
+    before = (body.get("status") or {}).get("phase")
+    after = status.get("phase")
+    if after == before or after is None:
+        return
+    reason, message = phase_reason(status)
+    if after == "Failed":
+        kopf.warn(body, reason=reason, message=message)
+    else:
+        kopf.info(body, reason=after, message=message or f"phase {before or 'new'} -> {after}")
+    logger.info("phase %s -> %s: %s", before, after, message)
+
+
+def phase_reason(status: dict) -> tuple[str, str]:
+    conditions = status.get("conditions") or []
+    failed = next((c for c in conditions if c["type"] == "Failed" and c["status"] == "True"), None)
+    if failed:
+        return failed["reason"], failed["message"]
+    latest = conditions[-1] if conditions else {}
+    return latest.get("reason", ""), latest.get("message", "")
+
+
+def backoff(retry: int) -> float:
+    return min(5 * 2**retry, MAX_DELAY)  # 5, 10, 20 ... 300 s
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,50 @@
+"""What the trainer wrote under a job's output URI: progress.json while it runs, metrics.json
+once MANIFEST.json says the artifacts are complete. Read with the output channel's Secret."""
+
+import json
+import logging
+
+from kubetune_trainer.storage import StorageError, join_uri, open_store
+
+log = logging.getLogger(__name__)
+
+# Secret keys (as in the AWS_* variables) -> boto3 Session / client arguments.
+SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_DEFAULT_REGION": "region_name",
+    "AWS_REGION": "region_name",
+    "AWS_ENDPOINT_URL": "endpoint_url",
+}
+
+
+def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str] | None:
+    """boto3 arguments from a Secret's AWS_* keys; None: the operator's own identity."""
+    if not data:
+        return None
+    return {SECRET_KEYS[k]: v for k, v in data.items() if k in SECRET_KEYS and v}
+
+
+def read_outputs(uri: str, credentials: dict[str, str] | None) -> tuple[dict | None, dict | None]:
+    """(progress.json, metrics.json if MANIFEST.json exists); None where not (yet) there.
+    Storage trouble is logged and reads as "nothing new": status keeps its last figures."""
+    try:
+        store = open_store(uri, credentials)
+        progress = _json(store, join_uri(uri, "progress.json"))
+        complete = store.exists(join_uri(uri, "MANIFEST.json"))
+        metrics = _json(store, join_uri(uri, "metrics.json")) if complete else None
+        return progress, metrics
+    except StorageError as err:
+        log.warning("cannot read the outputs: %s", err)
+        return None, None
+
+
+def _json(store, uri: str) -> dict | None:
+    if not store.exists(uri):
+        return None
+    try:
+        return json.loads(store.read_bytes(uri))
+    except ValueError:
+        log.warning("%s: not valid JSON; ignored", uri)
+        return None
