@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_VERSION := 26.0.1
 
-.PHONY: install demo test lint crds lock clean
+.PHONY: install demo test lint bench crds lock clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check .
+
+# Our training loop vs a plain Hugging Face Trainer on CPU, a few minutes (bench/README.md).
+bench: install
+	$(BIN)/python bench/trainer_throughput.py
 
 # Generated from the pydantic API types; tests fail when the committed files drift.
 crds: install

@@ -86,11 +86,13 @@ def refresh_job(reconcile_job):
     """The timer's view of a job: skip those whose outcome stands."""
 
     def refresh(body, patch, logger, **kwargs):
-        status = body.get("status") or {}
-        if finetunejob.finished(status, body["metadata"].get("generation", 1)):
+        status, generation = body.get("status") or {}, body["metadata"].get("generation", 1)
+        if status.get("observedGeneration") != generation:
+            return  # the change handlers have this generation in hand; do not race them
+        if finetunejob.finished(status, generation):
             return
         try:
-            reconcile_job(body=body, patch=patch, retry=0, logger=logger, **kwargs)
+            reconcile_job(body=body, patch=patch, logger=logger, **{**kwargs, "retry": 0})
         except kopf.TemporaryError:
             pass  # the timer comes back anyway
 
@@ -105,9 +107,10 @@ def announce(body, status: dict, logger) -> None:
         return
     reason, message = phase_reason(status)
     if after == "Failed":
-        kopf.warn(body, reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=message)
     else:
-        kopf.info(body, reason=after, message=message or f"phase {before or 'new'} -> {after}")
+        # kopf.event, not kopf.info: posting.level (WARNING) filters only kopf's own log lines.
+        kopf.event(body, type="Normal", reason=after, message=message or f"phase -> {after}")
     logger.info("phase %s -> %s: %s", before, after, message)
 
 

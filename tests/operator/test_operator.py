@@ -1,0 +1,294 @@
+"""The operator, for real: kopf runs our handlers in this test's loop against the test API
+server over HTTP (our CRDs enforced), with model sources and outputs on a moto S3 server."""
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+
+import boto3
+import kubernetes
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubetune.config import OperatorConfig
+from kubetune.controller.cluster import Cluster
+from kubetune.controller.handlers import build_registry
+from kubetune.controller.metrics import Metrics
+from tests.support.apiserver import (
+    ApiServer,
+    apiserver_fixture,  # noqa: F401 (the `apiserver` fixture)
+    run_operator,
+)
+from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
+    make_bucket,
+    s3_endpoint_fixture,
+    s3_server_fixture,
+)
+
+pytestmark = pytest.mark.asyncio
+
+PLATFORM, TEAM, OTHER = "ml-platform", "team-a", "team-z"
+CONFIG = OperatorConfig(progress_interval_seconds=0.2, hub_recheck_seconds=0.5)
+
+
+def hub(models_bucket: str, **spec) -> dict:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "ModelHub",
+        "metadata": {"name": "curated", "namespace": PLATFORM},
+        "spec": {
+            "sharedWith": {"namespaces": [TEAM]},
+            "models": [
+                {
+                    "modelId": "llama",
+                    "source": f"s3://{models_bucket}/llama/",
+                    "eula": {"required": True, "url": "https://example.com/eula", "version": "3.2"},
+                    "defaults": {"hyperparameters": {"epoch": 2}},
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def job(name="bot", namespace=TEAM, output="s3://out-bucket/bot/", **spec) -> dict:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"hubRef": {"name": "curated", "namespace": PLATFORM}, "modelId": "llama"},
+            "acceptEula": True,
+            "data": {"train": "s3://data/train/"},
+            "output": {"uri": output},
+            "resources": {"accelerator": "nvidia", "acceleratorsPerNode": 2, "nodes": 2},
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def models(s3_endpoint) -> str:
+    bucket = make_bucket()
+    boto3.client("s3").put_object(Bucket=bucket, Key="llama/config.json", Body=b"{}")
+    return bucket
+
+
+@pytest_asyncio.fixture
+async def cluster(apiserver: ApiServer) -> ApiServer:
+    await apiserver.create_namespace(PLATFORM)
+    await apiserver.create_namespace(TEAM)
+    await apiserver.create_namespace(OTHER)
+    return apiserver
+
+
+@asynccontextmanager
+async def operator(api: ApiServer, config: OperatorConfig = CONFIG):
+    """The operator as `kubetune operator` builds it, against the test server."""
+    client_config = kubernetes.client.Configuration(host=api.url)
+    client_config.api_key = {"authorization": "Bearer dummy"}
+    metrics = Metrics()
+    cluster = Cluster(kubernetes.client.ApiClient(client_config))
+    registry = build_registry(config, cluster, metrics)
+    async with run_operator(api, registry, clusterwide=True):
+        yield metrics
+
+
+def phase(expected):
+    return lambda obj: (obj.get("status") or {}).get("phase") == expected
+
+
+def condition(obj, type_):
+    found = [c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_]
+    return found[0] if found else None
+
+
+async def test_job_becomes_a_pytorchjob_with_status_resolved(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        pj = await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await cluster.wait_for("ConfigMap", TEAM, "bot-trainer-config")
+        ftj = await cluster.wait_for(
+            "ftj", TEAM, "bot", lambda o: "trainingJob" in o.get("status", {})
+        )
+    assert ftj["status"]["phase"] == "Pending"
+    assert pj["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert pj["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
+    status = ftj["status"]
+    assert status["resolved"]["hyperparameters"]["epoch"] == 2
+    assert status["resolved"]["eulaVersion"] == "3.2"
+    assert status["trainingJob"] == {"kind": "PyTorchJob", "name": "bot"}
+    assert condition(ftj, "ModelResolved")["status"] == "True"
+    assert "status" not in ftj["spec"] and "hyperparameters" not in ftj["spec"]  # spec untouched
+    hub_obj = await cluster.get("mhub", PLATFORM, "curated")
+    assert hub_obj["status"]["models"] == [
+        {"modelId": "llama", "ready": True, "source": f"s3://{models}/llama/"}
+    ]
+
+
+async def test_training_state_progress_and_artifacts_reach_the_status(cluster, models):
+    out = make_bucket()
+    s3 = boto3.client("s3")
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job(output=f"s3://{out}/bot/"))
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        progress = {"epoch": 1, "step": 5, "total_steps": 20, "percent": 25, "eta_seconds": 30,
+                    "train_loss": 2.5, "tokens_per_second": 1000.0}  # fmt: skip
+        s3.put_object(Bucket=out, Key="bot/progress.json", Body=json.dumps(progress).encode())
+        await set_training_state(cluster, "Running")
+        ftj = await cluster.wait_for(
+            "ftj", TEAM, "bot", lambda o: (o.get("status") or {}).get("progress"), timeout=10
+        )
+        assert ftj["status"]["phase"] == "Running"
+        assert ftj["status"]["progress"]["percent"] == 25
+        assert ftj["status"]["metrics"]["trainLoss"] == 2.5
+
+        final = {
+            "train_loss": 1.0,
+            "eval_loss": 1.2,
+            "eval_perplexity": 3.3,
+            "tokens_per_second": 1100.0,
+        }
+        s3.put_object(Bucket=out, Key="bot/metrics.json", Body=json.dumps(final).encode())
+        s3.put_object(Bucket=out, Key="bot/MANIFEST.json", Body=b"{}")
+        await set_training_state(cluster, "Succeeded")
+        ftj = await cluster.wait_for("ftj", TEAM, "bot", phase("Succeeded"), timeout=10)
+    assert ftj["status"]["metrics"]["evalLoss"] == 1.2
+    assert ftj["status"]["artifacts"]["adapter"] == f"s3://{out}/bot/adapter/"
+    events = await cluster.list("Event", TEAM)
+    reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "bot"]
+    assert "Running" in reasons and "Succeeded" in reasons
+
+
+async def set_training_state(api, state: str, message: str = "") -> None:
+    conditions = [{"type": "Created", "status": "True", "reason": "Created"}]
+    conditions.append({"type": state, "status": "True", "reason": f"PyTorchJob{state}",
+                       "message": message})  # fmt: skip
+    await api.patch_status("PyTorchJob", TEAM, "bot", {"conditions": conditions})
+
+
+async def test_failed_training_is_failed_with_the_reason(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await set_training_state(cluster, "Failed", "pod bot-master-0 exited with code 2")
+        ftj = await cluster.wait_for("ftj", TEAM, "bot", phase("Failed"), timeout=10)
+    assert condition(ftj, "Failed")["message"] == "pod bot-master-0 exited with code 2"
+
+
+async def test_hub_not_shared_fails_with_hub_access_denied(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job(namespace=OTHER))
+        ftj = await cluster.wait_for("ftj", OTHER, "bot", phase("Failed"))
+        await asyncio.sleep(0.5)  # long enough for a retry storm to show
+    assert condition(ftj, "Failed")["reason"] == "HubAccessDenied"
+    assert "not shared with namespace team-z" in condition(ftj, "Failed")["message"]
+    assert await cluster.list("PyTorchJob", OTHER) == []
+    warnings = [e for e in await cluster.list("Event", OTHER) if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["HubAccessDenied"]
+    patches = [c for c in cluster.requests if c.method == "PATCH" and "/team-z/" in c.path]
+    assert len(patches) < 10, patches  # the outcome is written once, not retried
+
+
+async def test_eula_not_accepted(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job(acceptEula=False))
+        ftj = await cluster.wait_for("ftj", TEAM, "bot", phase("Failed"))
+    failed = condition(ftj, "Failed")
+    assert failed["reason"] == "EulaNotAccepted"
+    assert "version 3.2, https://example.com/eula" in failed["message"]
+
+
+async def test_hub_created_after_the_job_lets_it_proceed(cluster, models):
+    async with operator(cluster):
+        await cluster.create(job())
+        ftj = await cluster.wait_for(
+            "ftj", TEAM, "bot", lambda o: condition(o, "ModelResolved") is not None
+        )
+        assert ftj["status"]["phase"] == "Pending"
+        assert condition(ftj, "ModelResolved")["reason"] == "HubNotFound"
+        await cluster.create(hub(models))
+        await cluster.wait_for("PyTorchJob", TEAM, "bot", timeout=20)
+
+
+async def test_suspend_and_resume_follow_spec_suspend(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await cluster.patch("ftj", TEAM, "bot", {"spec": {"suspend": True}})
+        suspended = lambda o: o["spec"]["runPolicy"]["suspend"] is True  # noqa: E731
+        await cluster.wait_for("PyTorchJob", TEAM, "bot", suspended)
+        await cluster.patch("ftj", TEAM, "bot", {"spec": {"suspend": False}})
+        resumed = lambda o: o["spec"]["runPolicy"]["suspend"] is False  # noqa: E731
+        await cluster.wait_for("PyTorchJob", TEAM, "bot", resumed)
+
+
+async def test_delete_cascades_to_the_children(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await cluster.delete("ftj", TEAM, "bot")
+        await cluster.wait_deleted("ftj", TEAM, "bot")
+        await cluster.wait_deleted("PyTorchJob", TEAM, "bot")
+        await cluster.wait_deleted("ConfigMap", TEAM, "bot-trainer-config")
+
+
+async def test_operator_restarts_never_duplicate_the_training_job(cluster, models):
+    await cluster.create(hub(models))
+    for i in range(5):
+        await cluster.create(job(name=f"bot-{i}"))
+    for _ in range(3):  # stopped at whatever point it reached, then started again
+        async with operator(cluster):
+            await asyncio.sleep(0.05)
+    async with operator(cluster):
+        for i in range(5):
+            await cluster.wait_for("PyTorchJob", TEAM, f"bot-{i}", timeout=10)
+    assert len(await cluster.list("PyTorchJob", TEAM)) == 5
+    creates = [
+        c for c in cluster.requests if c.method == "POST" and c.path.endswith("/pytorchjobs")
+    ]
+    assert len([c for c in creates if c.status == 201]) == 5
+
+
+async def test_kubectl_sees_jobs_and_can_wait_for_them(cluster, models, tmp_path):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(json.dumps(job()))
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.kubectl("apply", "--validate=false", "-f", str(manifest))
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await cluster.kubectl(
+            "wait", "--for=jsonpath={.status.phase}=Pending", "ftj/bot", "-n", TEAM, "--timeout=10s"
+        )
+        listed = await cluster.kubectl("get", "ftj", "-n", TEAM)
+    text = listed if isinstance(listed, str) else getattr(listed, "stdout", str(listed))
+    assert "bot" in text and "Pending" in text
+
+
+async def test_metrics_endpoint_counts_jobs_by_phase(cluster, models):
+    async with operator(cluster) as metrics:
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        await cluster.create(job(name="denied", namespace=OTHER))
+        await cluster.wait_for("ftj", OTHER, "denied", phase("Failed"))
+        await cluster.wait_for("ftj", TEAM, "bot", lambda o: "trainingJob" in o.get("status", {}))
+        await cluster.wait_for(
+            "mhub", PLATFORM, "curated", lambda o: "readyModels" in o.get("status", {})
+        )
+        from prometheus_client import generate_latest
+
+        text = generate_latest(metrics.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    phases = {s.labels["phase"]: s.value for s in families["kubetune_finetunejobs"].samples}
+    assert phases["Pending"] == 1 and phases["Failed"] == 1
+    errors = families["kubetune_reconcile_errors"].samples
+    assert any(s.labels["reason"] == "HubAccessDenied" for s in errors)
+    assert families["kubetune_hub_models_ready"].samples[0].value == 1
