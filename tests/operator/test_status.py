@@ -134,3 +134,13 @@ def test_transition_time_kept_while_a_condition_holds():
         first,
     )
     assert {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}["Running"] == T1
+
+
+def test_spec_the_api_server_let_through_but_we_refuse_fails_validated():
+    invalid = ResolveError("InvalidSpec", "spec.hyperparameters.lora_r: 0: must be >= 1")
+    status = build_status(observe(plan=None, problem=invalid), None)
+    assert status["phase"] == "Failed"
+    assert conditions(status) == {
+        "Validated": ("False", "InvalidSpec"),
+        "Failed": ("True", "InvalidSpec"),
+    }

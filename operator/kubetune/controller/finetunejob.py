@@ -4,7 +4,9 @@ once, adopted if there), follow suspend, and rebuild its status from what is the
 import logging
 from dataclasses import dataclass
 
-from kubetune.api.manifests import prune_nulls
+from pydantic import ValidationError
+
+from kubetune.api.manifests import describe_all, prune_nulls
 from kubetune.api.v1alpha1 import FineTuneJob
 from kubetune.config import OperatorConfig
 from kubetune.controller.cluster import Cluster
@@ -34,7 +36,14 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
     if finished(previous, generation):
         return Outcome(previous, None)  # the outcome stands; status stays as it was written
 
-    job = FineTuneJob.model_validate(prune_nulls({**body, "status": None}))
+    try:
+        # The API server enforces the same schema; this catches what it could not (a CRD
+        # older than this operator), as a permanent failure rather than a retry loop.
+        job = FineTuneJob.model_validate(prune_nulls({**body, "status": None}))
+    except ValidationError as err:
+        problem = ResolveError("InvalidSpec", "; ".join(describe_all(err.errors())))
+        observed = Observed(generation, problem=problem, now=now)
+        return Outcome(build_status(observed, previous), problem)
     try:
         resolved = plan(job, meta["uid"], cluster, config)
         check_secrets(resolved, cluster)

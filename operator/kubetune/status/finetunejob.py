@@ -28,11 +28,19 @@ class Observed:
 def build_status(observed: Observed, previous: dict | None) -> dict:
     previous = previous or {}
     gen = observed.generation
-    conditions = [condition("Validated", True, "Valid", "spec is valid", gen)]
     status: dict = {"observedGeneration": gen}
+    problem = observed.problem
+    if problem is not None and problem.reason == "InvalidSpec":
+        conditions = [
+            condition("Validated", False, problem.reason, problem.message, gen),
+            condition("Failed", True, problem.reason, problem.message, gen),
+        ]
+        status.update(phase="Failed")
+        status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
+        return status
+    conditions = [condition("Validated", True, "Valid", "spec is valid", gen)]
 
-    if observed.problem is not None:
-        problem = observed.problem
+    if problem is not None:
         conditions.append(condition("ModelResolved", False, problem.reason, problem.message, gen))
         if problem.retry:
             status["phase"] = "Pending"
