@@ -106,6 +106,11 @@ async def run(jobs: int, workdir: Path) -> float:
                 await asyncio.sleep(0.01)
             total = time.monotonic() - started
             rss = peak_rss_mib(operator.pid)
+            served = [c for c in api.requests if "watch=true" not in c.query]
+            probe = time.monotonic()
+            for _ in range(20):  # the server's own cost per request, operator idle by now
+                await api.get("ftj", NS, "job-0000")
+            per_request = (time.monotonic() - probe) / 20
         finally:
             operator.terminate()
             operator.wait(timeout=30)
@@ -118,6 +123,9 @@ async def run(jobs: int, workdir: Path) -> float:
     print(f"all PyTorchJobs within {total:.1f} s (goal 60 s)")
     print(f"create -> PyTorchJob latency: p50 {p50:.2f} s, p99 {p99:.2f} s (goal p99 < 2 s)")
     print(f"operator peak RSS: {rss:.0f} MiB (goal < 300 MiB)")
+    print(f"API requests: {len(served)} ({len(served) / jobs:.1f} per job); the test server "
+          f"answers a GET in {per_request * 1000:.0f} ms, so it alone needs "
+          f"{len(served) * per_request:.0f} s of the run")
     return total
 
 

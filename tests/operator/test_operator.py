@@ -3,12 +3,14 @@ server over HTTP (our CRDs enforced), with model sources and outputs on a moto S
 
 import asyncio
 import json
+import urllib.request
 from contextlib import asynccontextmanager
 
 import boto3
 import kubernetes
 import pytest
 import pytest_asyncio
+from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.config import OperatorConfig
@@ -283,9 +285,13 @@ async def test_metrics_endpoint_counts_jobs_by_phase(cluster, models):
         await cluster.wait_for(
             "mhub", PLATFORM, "curated", lambda o: "readyModels" in o.get("status", {})
         )
-        from prometheus_client import generate_latest
-
-        text = generate_latest(metrics.registry).decode()
+        # Served as `kubetune operator --metrics-port` serves it, read over HTTP.
+        server, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/metrics"
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
+        finally:
+            server.shutdown()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     phases = {s.labels["phase"]: s.value for s in families["kubetune_finetunejobs"].samples}
     assert phases["Pending"] == 1 and phases["Failed"] == 1

@@ -58,6 +58,9 @@ def run(args) -> int:
     metrics = Metrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     registry = build_registry(config, Cluster(client.ApiClient()), metrics)
+    # A registry of our own has none of kopf's default login handlers: log in as the
+    # kubernetes client just did (service account token, or the kubeconfig's credentials).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     namespaced = bool(args.namespace)
     kopf.run(
         registry=registry,
