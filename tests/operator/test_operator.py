@@ -72,8 +72,12 @@ def job(name="bot", namespace=TEAM, output="s3://out-bucket/bot/", **spec) -> di
 
 @pytest.fixture
 def models(s3_endpoint) -> str:
+    """A bucket with the hub's model, and the jobs' training data in bucket `data`."""
     bucket = make_bucket()
-    boto3.client("s3").put_object(Bucket=bucket, Key="llama/config.json", Body=b"{}")
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="llama/config.json", Body=b"{}")
+    make_bucket("data")
+    s3.put_object(Bucket="data", Key="train/data.csv", Body=b"text\nhello\n")
     return bucket
 
 
@@ -298,3 +302,19 @@ async def test_metrics_endpoint_counts_jobs_by_phase(cluster, models):
     errors = families["kubetune_reconcile_errors"].samples
     assert any(s.labels["reason"] == "HubAccessDenied" for s in errors)
     assert families["kubetune_hub_models_ready"].samples[0].value == 1
+
+
+async def test_missing_data_waits_and_local_uris_are_refused(cluster, models):
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job(data={"train": "s3://data/later/"}))
+        has = lambda t: lambda o: condition(o, t) is not None  # noqa: E731
+        ftj = await cluster.wait_for("ftj", TEAM, "bot", has("DataValidated"), timeout=10)
+        assert condition(ftj, "DataValidated")["reason"] == "DataNotFound"
+        assert ftj["status"]["phase"] == "Pending" and await cluster.list("PyTorchJob", TEAM) == []
+        boto3.client("s3").put_object(Bucket="data", Key="later/a.csv", Body=b"text\nx\n")
+        await cluster.wait_for("PyTorchJob", TEAM, "bot", timeout=20)
+
+        await cluster.create(job(name="local", output="file:///tmp/out/"))
+        ftj = await cluster.wait_for("ftj", TEAM, "local", phase("Failed"))
+    assert condition(ftj, "Failed")["reason"] == "LocalUriInCluster"

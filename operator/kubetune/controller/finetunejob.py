@@ -17,6 +17,7 @@ from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan, plan
 from kubetune.status.finetunejob import Observed, build_status, training_state
+from kubetune_trainer.storage import StorageError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
         return Outcome(build_status(observed, previous), problem)
     try:
         resolved = plan(job, meta["uid"], cluster, config)
-        check_secrets(resolved, cluster)
     except ResolveError as problem:
         observed = Observed(generation, problem=problem, suspend=bool(job.spec.suspend), now=now)
         return Outcome(build_status(observed, previous), problem)
@@ -54,6 +54,12 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
     owner = {"name": name, "uid": meta["uid"]}
     pytorchjob = cluster.pytorchjob(namespace, pytorchjob_name(name))
     if pytorchjob is None:
+        try:  # before any accelerator is asked for; not again once training is under way
+            check_secrets(resolved, cluster)
+            check_data(resolved, cluster)
+        except ResolveError as problem:
+            observed = Observed(generation, plan=resolved, problem=problem, now=now)
+            return Outcome(build_status(observed, previous), problem)
         cluster.create(render_configmap(resolved, owner))
         pytorchjob = cluster.create(render_pytorchjob(resolved, config, owner))
         log.info("%s/%s: PyTorchJob created", namespace, name)
@@ -100,6 +106,33 @@ def check_secrets(resolved: Plan, cluster: Cluster) -> None:
                 f"Secret {namespace}/{name} ({channel} storage credentials) does not exist; "
                 "waiting for it",
                 retry=True,
+            )
+
+
+def check_data(resolved: Plan, cluster: Cluster) -> None:
+    """The data channels hold files (read with the data Secret); the trainer checks formats."""
+    data = resolved.job.spec.data
+    secret = resolved.secrets.get("data")
+    namespace = resolved.job.metadata.namespace
+    credentials = credentials_from_secret(
+        cluster.secret_data(namespace, secret) if secret else None
+    )
+    for uri in filter(None, (data.train, data.validation, resolved.output_uri)):
+        if not uri.startswith("s3://"):
+            raise ResolveError(
+                "LocalUriInCluster",
+                f"{uri}: pods cannot read this machine's files; use s3:// URIs in a cluster "
+                "(file:// is for `kubetune run --local`)",
+            )
+    for uri in filter(None, (data.train, data.validation)):
+        try:
+            store = open_store(uri, credentials)
+            found = store.list_files(uri) or store.exists(uri)
+        except StorageError as err:
+            raise ResolveError("DataNotReadable", f"{err}; retrying", retry=True) from None
+        if not found:
+            raise ResolveError(
+                "DataNotFound", f"{uri}: no files there (yet); waiting for them", retry=True
             )
 
 

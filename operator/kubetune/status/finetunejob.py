@@ -17,7 +17,7 @@ class Observed:
 
     generation: int
     plan: Plan | None = None
-    problem: ResolveError | None = None  # why there is no plan
+    problem: ResolveError | None = None  # what stops it: no plan, or its data not there
     pytorchjob: dict | None = None
     progress: dict | None = None  # progress.json
     metrics: dict | None = None  # metrics.json, once MANIFEST.json exists
@@ -40,15 +40,9 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
         return status
     conditions = [condition("Validated", True, "Valid", "spec is valid", gen)]
 
-    if problem is not None:
+    if problem is not None and observed.plan is None:
         conditions.append(condition("ModelResolved", False, problem.reason, problem.message, gen))
-        if problem.retry:
-            status["phase"] = "Pending"
-        else:
-            status["phase"] = "Failed"
-            conditions.append(condition("Failed", True, problem.reason, problem.message, gen))
-        status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
-        return status
+        return stopped(status, conditions, problem, observed, previous)
 
     plan = observed.plan
     model = plan.model
@@ -60,6 +54,10 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
         "hyperparameters": plan.hyperparameters.model_dump(exclude_none=True),
         **({"eulaVersion": model.eula.version} if model.eula else {}),
     }
+    if problem is not None:  # resolved, but its data or credentials are not there
+        conditions.append(condition("DataValidated", False, problem.reason, problem.message, gen))
+        return stopped(status, conditions, problem, observed, previous)
+    conditions.append(condition("DataValidated", True, "DataFound", plan.job.spec.data.train, gen))
     pytorchjob = observed.pytorchjob
     if pytorchjob is None:
         status["phase"] = "Pending"
@@ -135,3 +133,15 @@ def metrics_of(progress: dict, final: dict | None) -> dict:
         "tokensPerSecond": source.get("tokens_per_second", progress.get("tokens_per_second")),
     }
     return {k: v for k, v in found.items() if v is not None}
+
+
+def stopped(status, conditions, problem, observed: Observed, previous: dict) -> dict:
+    """Waiting (Pending) when the world may fix it, else Failed."""
+    gen = observed.generation
+    if problem.retry:
+        status["phase"] = "Pending"
+    else:
+        status["phase"] = "Failed"
+        conditions.append(condition("Failed", True, problem.reason, problem.message, gen))
+    status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
+    return status
