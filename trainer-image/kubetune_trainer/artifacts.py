@@ -1,7 +1,8 @@
 """Artifacts under the output URI, complete iff MANIFEST.json exists (it is written last).
 
 adapter/ (LoRA safetensors + adapter_config.json + tokenizer), merged/ (when merge_weights),
-metrics.json, config.json (the resolved TrainerConfig), MANIFEST.json (every file: size, sha256).
+metrics.json, config.json (the resolved TrainerConfig), loss_curve.png and loss_curve.csv,
+MANIFEST.json (every file: size, sha256).
 job.json, written first, claims the prefix: another job's run refuses it instead of mixing files.
 """
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune_trainer import losscurve
 from kubetune_trainer.storage import join_uri
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def export(
     metrics: dict,
     store,
     staging: Path,
+    step_losses: list[list] | None = None,
 ) -> list[dict]:
     """Write every artifact to `staging`, upload it, then MANIFEST.json. Returns the listing."""
     shutil.rmtree(staging, ignore_errors=True)
@@ -57,6 +60,8 @@ def export(
     tokenizer.save_pretrained(staging / "adapter")
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (staging / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
+    if step_losses:  # [epoch, step, loss] per step
+        losscurve.write(staging, step_losses, metrics["epochs"])
     if hp.merge_weights:
         # Last: merging folds the adapter into the base weights in place.
         merged = model.merge_and_unload()

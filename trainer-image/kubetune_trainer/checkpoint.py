@@ -34,6 +34,7 @@ class TrainState:
     epoch_step: int = 0  # its optimizer steps done: the data position within the epoch
     step: int = 0  # optimizer steps done since the start of the run
     epoch_losses: list[float] = field(default_factory=list)  # step losses of `epoch` so far
+    step_losses: list[list] = field(default_factory=list)  # [epoch, step, loss]: the loss curve
     history: list[dict] = field(default_factory=list)  # metrics of the finished epochs
     best: dict | None = None  # metrics of the best epoch so far
     best_weights: dict[str, torch.Tensor] | None = None  # its trainable weights (rank 0)

@@ -156,6 +156,7 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
                 seconds = time.monotonic() - started
                 state.epoch_step, state.step = state.epoch_step + 1, state.step + 1
                 state.epoch_losses.append(loss)
+                state.step_losses.append([epoch, state.step, loss])
                 progress.step(epoch, state.step, loss, tokens, padded, seconds)
                 stop = distributed.all_sum([float(bool(stop_request))], runtime)[0] > 0
                 interval = hp.checkpoint_interval_steps
@@ -208,7 +209,8 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
         if runtime.is_main:
             final = export_model(model, hp, model_dir, runtime)
             final.load_state_dict(state.best_weights, strict=False)
-            export(final, tokenizer, config, hp, metrics, output, scratch / "artifacts")
+            curve = state.step_losses
+            export(final, tokenizer, config, hp, metrics, output, scratch / "artifacts", curve)
             progress.finished(state.step, state.best["eval_loss"])
             checkpoint.delete_all(output, config.output.uri)
         distributed.barrier(runtime)  # no rank exits before the artifacts are complete

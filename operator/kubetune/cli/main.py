@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from kubetune import __version__
-from kubetune.cli import generate, operator_cmd, validate
+from kubetune.cli import generate, operator_cmd, render_cmd, report, run_local, validate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,6 +17,9 @@ def parser() -> argparse.ArgumentParser:
     validate.register(commands)
     generate.register(commands)
     operator_cmd.register(commands)
+    run_local.register(commands)
+    render_cmd.register(commands)
+    report.register(commands)
     return top
 
 

@@ -1,0 +1,132 @@
+"""What `kubetune run --local` shows while the trainer works: a progress bar fed by the
+progress.json the trainer writes to its output URI (as the operator reads it in a cluster),
+and the few trainer log lines worth reading (data, model, epochs, resume, warnings)."""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from kubetune_trainer.storage import StorageError, join_uri, open_store
+
+# The trainer's log format: `2026-01-01 12:00:00,000 INFO [rank 0] message`.
+LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) \[rank (?P<rank>\d+)\] (?P<message>.*)$")
+SHOWN = ("data: ", "model ", "training: ", "resuming from ", "epoch ", "artifacts: ")
+BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps{postfix}"
+
+
+class Watcher:
+    """Call tick() now and then while the trainer runs, close() once it has exited."""
+
+    def __init__(self, output_uri: str, log_path: Path, epochs: int, verbose: bool = False):
+        self.store, self.uri = open_store(output_uri), join_uri(output_uri, "progress.json")
+        self.log_path, self.offset, self.partial = log_path, 0, ""
+        self.epochs, self.verbose = epochs, verbose
+        self.stream = sys.stderr
+        self.redraw = redraws(self.stream)
+        self.bar: tqdm | None = None
+        self.last = self.read_progress() or {}  # a stopped run's: old news until rewritten
+        self.printed_decile = -1
+
+    def tick(self) -> None:
+        for line in self.new_log_lines():
+            if shown := show(line, self.verbose):
+                self.write(shown)
+        progress = self.read_progress()
+        if progress and progress != self.last:
+            self.update(progress)
+            self.last = progress
+
+    def close(self) -> None:
+        self.tick()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def new_log_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, errors="replace") as log:
+                log.seek(self.offset)
+                text = log.read()
+                self.offset = log.tell()
+        except OSError:
+            return []
+        # tqdm bars inside the log (weight loading) redraw with \r: keep the last drawing.
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        return [line.rsplit("\r", 1)[-1] for line in lines]
+
+    def read_progress(self) -> dict | None:
+        try:
+            if self.store.exists(self.uri):
+                return json.loads(self.store.read_bytes(self.uri))
+        except (StorageError, ValueError):
+            pass  # a storage hiccup or a half-visible file: the next tick reads again
+        return None
+
+    def update(self, p: dict) -> None:
+        epoch, step, total = p.get("epoch", 1), p.get("step", 0), p.get("total_steps") or 0
+        facts = [f"loss {p['train_loss']:.4f}"] if p.get("train_loss") is not None else []
+        if p.get("eval_loss") is not None:
+            facts.append(f"eval {p['eval_loss']:.4f}")
+        if p.get("tokens_per_second"):
+            facts.append(f"{p['tokens_per_second']:,.0f} tok/s")
+        facts.append(f"eta {duration(p.get('eta_seconds'))}")
+        if not self.redraw:
+            # A log file or CI: a line per tenth of the run and per epoch end, not a redraw.
+            decile = 10 * step // max(total, 1)
+            if decile != self.printed_decile or p.get("eval_loss") != self.last.get("eval_loss"):
+                self.printed_decile = decile
+                percent = 100 * step // max(total, 1)
+                self.write(
+                    f"epoch {epoch}/{self.epochs}  step {step}/{total} ({percent}%)  "
+                    + "  ".join(facts)
+                )
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, file=self.stream, bar_format=BAR, dynamic_ncols=True)
+        self.bar.total, self.bar.n = total, step
+        self.bar.set_description_str(f"epoch {epoch}/{self.epochs} ", refresh=False)
+        self.bar.set_postfix_str(", ".join(facts), refresh=False)
+        self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+def redraws(stream) -> bool:
+    """A terminal with a width: a bar redrawn in place. Else (a file, CI) plain lines."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError):
+        return False
+
+
+def show(line: str, verbose: bool) -> str | None:
+    """The log line as shown, or None. Errors are left out: the run ends by printing them."""
+    match = LOG_LINE.match(line)
+    if match is None:
+        return line if verbose and line.strip() else None
+    level, message = match["level"], match["message"]
+    if verbose:
+        return line
+    if level == "WARNING" and not message.startswith("stopped by "):
+        return f"warning: {message}"
+    if level == "INFO" and match["rank"] == "0" and message.startswith(SHOWN):
+        return message
+    return None
+
+
+def duration(seconds: float | None) -> str:
+    """1:05:09, 5:09 or 0:09; ? when unknown."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

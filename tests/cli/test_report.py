@@ -1,0 +1,95 @@
+"""`kubetune report OUTPUT_URI`: a finished job's metrics table from its artifacts, on a local
+folder and on S3 alike, and a clear answer when the job has not finished there."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubetune_trainer.storage import open_store
+from kubetune_trainer.train import train
+from tests.support.s3 import make_bucket, s3_endpoint_fixture, s3_server_fixture  # noqa: F401
+from tests.support.training import config_for, make_job, runtime
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def kubetune(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "kubetune.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """The output folder of a real (tiny, two-epoch) training run."""
+    root = make_job(tmp_path_factory.mktemp("report"), samples=60)
+    train(config_for(root, epoch=2, merge_weights=False), runtime(root))
+    return root / "out"
+
+
+def test_the_table_of_a_finished_job(finished):
+    result = kubetune("report", f"file://{finished}")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((finished / "metrics.json").read_text())
+    manifest = json.loads((finished / "MANIFEST.json").read_text())
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "FineTuneJob test/tiny (uid uid-1)",
+        f"output: file://{finished}",
+        "",
+        "  epoch   train loss   eval loss   perplexity",
+    ]
+    for e in metrics["epochs"]:
+        mark = "*" if e["epoch"] == metrics["best_epoch"] else " "
+        row = f"{mark} {e['epoch']:>5}   {e['train_loss']:>10.4f}   {e['eval_loss']:>9.4f}"
+        assert any(line.startswith(row) for line in lines), row
+    assert f"steps {metrics['steps']} on 1 process(es); " in result.stdout
+    assert f"{metrics['tokens_per_second']:,.0f} tokens/s; padding " in result.stdout
+    for f in manifest["files"]:  # every artifact, with its size
+        assert any(line.split()[:1] == [f["path"]] for line in lines), f["path"]
+    assert lines[-1].startswith(f"  {len(manifest['files'])} files, ")
+    assert kubetune("report", finished).stdout == result.stdout  # a plain folder works too
+
+
+def test_the_same_table_from_s3(finished, s3_endpoint):
+    bucket = make_bucket()
+    open_store("s3://x").upload_dir(finished, f"s3://{bucket}/jobs/tiny/")
+    result = kubetune("report", f"s3://{bucket}/jobs/tiny/")
+    assert result.returncode == 0, result.stderr
+    local = kubetune("report", finished).stdout
+    assert result.stdout == local.replace(f"file://{finished}", f"s3://{bucket}/jobs/tiny/")
+
+
+def test_an_unfinished_job_says_how_far_it_got(finished, tmp_path):
+    running = tmp_path / "running"
+    shutil.copytree(finished, running)
+    (running / "MANIFEST.json").unlink()
+    (running / "progress.json").write_text(json.dumps({"epoch": 2, "step": 7, "total_steps": 30}))
+    result = kubetune("report", running)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"kubetune: error: not finished: no MANIFEST.json at file://{running}/MANIFEST.json; "
+        "progress: step 7 of 30 (epoch 2)\n"
+    )
+    empty = kubetune("report", tmp_path / "nothing")
+    assert empty.returncode == 1
+    assert "no progress.json: no job has trained there (yet)" in empty.stderr
+
+
+def test_storage_problems_are_one_line(s3_endpoint):
+    result = kubetune("report", "s3://no-such-bucket-here/out/")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "kubetune: error: s3://no-such-bucket-here/out/MANIFEST.json: no such bucket\n"
+    )
+    assert kubetune("report", "gs://bucket/out").stderr.startswith(
+        "kubetune: error: OUTPUT_URI 'gs://bucket/out': must be an s3://bucket/prefix URI"
+    )
