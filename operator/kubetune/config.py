@@ -7,6 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from kubetune.api.manifests import describe_all
 from kubetune.api.v1alpha1.base import ApiObject
 from kubetune.api.v1alpha1.common import Quantity, SecretRef, StorageUri
 from kubetune.profiles import builtin_profiles
@@ -111,5 +112,8 @@ def load_config(path: Path | None) -> OperatorConfig:
         return OperatorConfig.model_validate(data)
     except OSError as err:
         raise ConfigError(f"{path}: {err.strerror}") from None
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{path}: invalid operator config: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except ValidationError as err:
+        problems = "; ".join(describe_all(err.errors()))
+        raise ConfigError(f"{path}: invalid operator config: {problems}") from None

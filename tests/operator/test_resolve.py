@@ -288,3 +288,16 @@ def test_trainer_config_is_complete_and_holds_no_secret_names():
     assert config.output.uri == "s3://out/bot/"
     text = config.model_dump_json()
     assert "store" not in text  # secrets travel as envFrom references, not in the config
+
+
+def test_a_bad_operator_config_is_one_line_naming_each_field(tmp_path):
+    from kubetune.config import ConfigError, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("images:\n  nvidia: 5\nshmSize: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: invalid operator config: images.nvidia: 5: must be a string; "
+        "shmSize: 'lots': must be a Kubernetes quantity such as 8, 500m, 32Gi"
+    )
