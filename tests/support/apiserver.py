@@ -57,12 +57,21 @@ def _load(path: Path) -> Obj:
 
 def _peering_crd(kind: str, plural: str, scope: str) -> Obj:
     """kopf's peering CRDs (kopf docs, "Peering"): free-form objects it keeps heartbeats in."""
+    return _free_form_crd("kopf.dev", kind, plural, scope, status=False)
+
+
+def _free_form_crd(
+    group: str, kind: str, plural: str, scope: str = "Namespaced", status: bool = True
+) -> Obj:
+    """A CRD that accepts any object (PyTorchJob where its real CRD file is absent)."""
     schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     version = {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+    if status:
+        version["subresources"] = {"status": {}}
     names = {"kind": kind, "plural": plural, "singular": kind.lower()}
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.kopf.dev"},
-            "spec": {"group": "kopf.dev", "scope": scope, "names": names, "versions": [version]}}  # fmt: skip  # noqa: E501
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": scope, "names": names, "versions": [version]}}  # fmt: skip  # noqa: E501
 
 
 def _storage_version(crd: Obj) -> Obj:
@@ -168,6 +177,8 @@ def build_emulator(validate: bool = True) -> FidelityEmulator:
         resource = _register(emulator, _load(path))
         gates[resource] = _gate(path)
         columns[resource] = _storage_version(_load(path)).get("additionalPrinterColumns", [])
+    if not optional:  # the kind is still served, unchecked: the operator creates PyTorchJobs
+        _register(emulator, _free_form_crd("kubeflow.org", "PyTorchJob", "pytorchjobs"))
     _register(emulator, _peering_crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"))
     _register(emulator, _peering_crd("KopfPeering", "kopfpeerings", "Namespaced"))
     for name in ("default", "kube-system", "kube-public"):
