@@ -81,10 +81,11 @@ async def run(jobs: int, workdir: Path) -> float:
             await api.create_namespace(namespace)
         await api.create(hub("models"))
         env = {**os.environ, **aws, "KUBECONFIG": str(api.kubeconfig)}
+        log = (workdir / "operator.log").open("w")  # kept apart from the figures
         operator = subprocess.Popen(
             [sys.executable, "-m", "kubetune.cli.main", "operator", "--standalone",
              "--metrics-port", "0", "--health-port", "0", "--log-level", "WARNING"],
-            env=env,
+            env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             hub_ready = lambda o: o.get("status", {}).get("readyModels") == 1  # noqa: E731
