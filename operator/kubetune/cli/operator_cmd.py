@@ -1,6 +1,7 @@
 """`kubetune operator`: run the operator (kubeconfig or in-cluster service account)."""
 
 import logging
+import random
 from pathlib import Path
 
 import kopf
@@ -68,6 +69,9 @@ def run(args) -> int:
         clusterwide=not namespaced,
         standalone=args.standalone,
         peering_name=None if args.standalone else PEERING,
+        # kopf pauses every replica that shares the top priority: a random one per replica
+        # lets exactly one act while the others stand by.
+        priority=random.randint(1, 2**31 - 1),
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
     )
     return 0
