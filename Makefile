@@ -50,6 +50,7 @@ bench: install
 # Generated from the pydantic API types; tests fail when the committed files drift.
 crds: install
 	$(BIN)/kubetune crds --write crds/
+	cp crds/*.yaml charts/kubetune/crds/
 	$(BIN)/kubetune schema trainer-config > docs/trainer-config.schema.json
 
 # Re-pin after a dependency change in pyproject.toml.
@@ -62,3 +63,16 @@ lock:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+.PHONY: chart-test kind-e2e
+
+# The Helm chart, its RBAC, the operator image and the Argo CD health checks, with the real helm
+# binary (downloaded once into ~/.cache/kubetune/helm/, see tests/chart/helm.py): seconds.
+chart-test: install
+	$(BIN)/python -m pytest tests/chart tests/argocd
+
+# For machines with Docker, kind and kubectl: a kind cluster (kind-config.yaml), Kubeflow Training
+# Operator v1.9, an S3 server, this chart and a CPU FineTuneJob run to Succeeded. KEEP_CLUSTER=1
+# keeps the cluster; TRAINER_IMAGE=<ref> skips building the (large) trainer image.
+kind-e2e: install
+	$(BIN)/python -m tests.chart.kind_e2e

@@ -43,6 +43,9 @@ def process_group(runtime: Runtime) -> Iterator[None]:
     log.info("rank %d of %d joined (%s)", runtime.rank, runtime.world_size, dist.get_backend())
     try:
         yield
+        # Tear down together: gloo can abort a rank whose peer closes its sockets while the
+        # rank is still tearing down (seen once, under load, as SIGABRT after a finished run).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -25,8 +25,7 @@ API_CALLS = [
     ("", "configmaps", ["get", "create"]),
     ("", "secrets", ["get"]),
     ("", "namespaces", ["get"]),
-    ("", "events", ["create"]),
-    ("events.k8s.io", "events", ["create"]),
+    ("", "events", ["create"]),  # kopf.event posts core v1 Events
 ]
 
 
