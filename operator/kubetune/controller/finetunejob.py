@@ -10,14 +10,14 @@ from kubetune.api.manifests import describe_all, prune_nulls
 from kubetune.api.v1alpha1 import FineTuneJob
 from kubetune.config import OperatorConfig
 from kubetune.controller.cluster import Cluster
-from kubetune.controller.outputs import credentials_from_secret, read_outputs
+from kubetune.controller.outputs import credentials_from_secret, read_outputs, store_for
 from kubetune.render.configmap import render_configmap
 from kubetune.render.names import QUEUE_LABEL, pytorchjob_name
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan, plan
 from kubetune.status.finetunejob import Observed, build_status, training_state
-from kubetune_trainer.storage import StorageError, open_store
+from kubetune_trainer.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def check_data(resolved: Plan, cluster: Cluster) -> None:
             )
     for uri in filter(None, (data.train, data.validation)):
         try:
-            store = open_store(uri, credentials)
+            store = store_for(uri, credentials)
             found = store.list_files(uri) or store.exists(uri)
         except StorageError as err:
             raise ResolveError("DataNotReadable", f"{err}; retrying", retry=True) from None

@@ -4,11 +4,11 @@ hub's Secret), references resolve (no cycle, shared, target ready); status says 
 from kubetune.api.manifests import prune_nulls
 from kubetune.api.v1alpha1 import HubModel, ModelHub
 from kubetune.controller.cluster import Cluster
-from kubetune.controller.outputs import credentials_from_secret
+from kubetune.controller.outputs import credentials_from_secret, store_for
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.hubs import follow
 from kubetune.status.conditions import condition, merge
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune_trainer.storage import StorageError, join_uri
 
 
 def reconcile_hub(body: dict, cluster: Cluster, now: str) -> dict:
@@ -76,7 +76,7 @@ def check_entry(hub: ModelHub, entry: HubModel, cluster: Cluster, credentials, s
     if not entry.source.startswith("s3://"):
         return False, f"{entry.source}: only s3:// sources can be used in a cluster", None
     try:
-        store = open_store(entry.source, credentials)
+        store = store_for(entry.source, credentials)
         if not store.exists(join_uri(entry.source, "config.json")):
             return (
                 False,
