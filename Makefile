@@ -64,7 +64,13 @@ lock:
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-.PHONY: chart-test kind-e2e
+.PHONY: chart-test kind-e2e soak
+
+# The reliability suites (tests/reliability, also part of `make test`) plus their long variants:
+# more faults, more restarts. Figures are printed at the end and kept in
+# build/reliability-figures.json (docs/reliability.md).
+soak: install
+	$(BIN)/python -m pytest tests/reliability --soak
 
 # The Helm chart, its RBAC, the operator image and the Argo CD health checks, with the real helm
 # binary (downloaded once into ~/.cache/kubetune/helm/, see tests/chart/helm.py): seconds.
