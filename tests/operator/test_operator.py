@@ -101,6 +101,9 @@ async def operator(api: ApiServer, config: OperatorConfig = CONFIG):
         yield metrics
 
 
+FINALIZER = "kubetune.io/finalizer"
+
+
 def phase(expected):
     return lambda obj: (obj.get("status") or {}).get("phase") == expected
 
@@ -150,6 +153,7 @@ async def test_training_state_progress_and_artifacts_reach_the_status(cluster, m
         )
         assert ftj["status"]["phase"] == "Running"
         assert ftj["status"]["progress"]["percent"] == 25
+        assert FINALIZER in ftj["metadata"]["finalizers"]  # the progress timer runs for it
         assert ftj["status"]["metrics"]["trainLoss"] == 2.5
 
         final = {
@@ -162,6 +166,9 @@ async def test_training_state_progress_and_artifacts_reach_the_status(cluster, m
         s3.put_object(Bucket=out, Key="bot/MANIFEST.json", Body=b"{}")
         await set_training_state(cluster, "Succeeded")
         ftj = await cluster.wait_for("ftj", TEAM, "bot", phase("Succeeded"), timeout=10)
+        # Finished: no timer, so no finalizer; it can be deleted with the operator gone.
+        released = lambda o: FINALIZER not in o["metadata"].get("finalizers", [])  # noqa: E731
+        await cluster.wait_for("ftj", TEAM, "bot", released, timeout=10)
     assert ftj["status"]["metrics"]["evalLoss"] == 1.2
     assert ftj["status"]["artifacts"]["adapter"] == f"s3://{out}/bot/adapter/"
     events = await cluster.list("Event", TEAM)

@@ -163,10 +163,10 @@ def _gate(path: Path) -> SchemaGate:
     return SchemaGate(_load(path))  # CEL rules compile once per test session
 
 
-def build_emulator(validate: bool = True) -> FidelityEmulator:
+def build_emulator(validate: bool = True, short_history: bool = False) -> FidelityEmulator:
     """Built-in kinds (kmock's bundle), our CRDs, PyTorchJob (if its CRD is there), kopf's
     peering kinds, and the namespaces every cluster has."""
-    emulator = FidelityEmulator()
+    emulator = FidelityEmulator(short_history=short_history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # kmock's importlib.resources call
         # Without the built-ins kopf finishes discovery and then silently watches nothing.
@@ -314,6 +314,11 @@ class ApiServer:
                 raise TimeoutError(f"{kind} {namespace}/{name} is still there: {obj}")
             await asyncio.sleep(0.01)
 
+    def names(self, kind: str, namespace: str | None) -> set[str]:
+        """Names of the stored objects of a kind, cheaply (no copies): for polling many."""
+        resource = self.resource(kind)
+        return {name for (r, ns, name) in self.emulator._store if ns == namespace and r == resource}
+
     def _stored(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         wanted = {"name": name, "namespace": namespace}
         objects = self.emulator.objects(self.resource(kind))
@@ -325,9 +330,12 @@ class ApiServer:
 
 
 @contextlib.asynccontextmanager
-async def serve(workdir: Path, validate: bool = True) -> AsyncIterator[ApiServer]:
-    """The server on a free port of 127.0.0.1, in the current event loop."""
-    emulator = build_emulator(validate)
+async def serve(
+    workdir: Path, validate: bool = True, short_history: bool = False
+) -> AsyncIterator[ApiServer]:
+    """The server on a free port of 127.0.0.1, in the current event loop (short_history: see
+    FidelityEmulator)."""
+    emulator = build_emulator(validate, short_history)
     async with emulator, kmock.Server(emulator) as server:
         url = str(server.url).rstrip("/")
         api = ApiServer(emulator, url, write_kubeconfig(workdir / "kubeconfig", url))

@@ -118,6 +118,9 @@ class CrdValidator:
             id(node): [(rule, compile_rule(rule["rule"])) for rule in rules]
             for node, rules in _nodes_with_rules(self.schema)
         }
+        # Verdicts by (rule, value, old value): a status patch re-checks an unchanged spec, and
+        # cel-python's interpreter costs milliseconds a rule. Same inputs, same verdict.
+        self._verdicts: dict[tuple[int, str, str], bool] = {}
 
     def create_problems(self, obj: dict[str, Any]) -> list[str]:
         return self._problems(obj, MISSING)
@@ -160,10 +163,15 @@ class CrdValidator:
             is_transition = re.search(r"\boldSelf\b", rule["rule"]) is not None
             if is_transition and old is MISSING:
                 continue
-            activation = {"self": _to_cel(value, schema)}
-            if is_transition:
-                activation["oldSelf"] = _to_cel(old, schema)
-            if not _passes(program, activation):
+            key = (id(program), _canonical(value), _canonical(old) if is_transition else "")
+            if key not in self._verdicts:
+                if len(self._verdicts) > 100_000:
+                    self._verdicts.clear()
+                activation = {"self": _to_cel(value, schema)}
+                if is_transition:
+                    activation["oldSelf"] = _to_cel(old, schema)
+                self._verdicts[key] = _passes(program, activation)
+            if not self._verdicts[key]:
                 found.append(_rule_message(path, schema, rule))
         for label, child_schema, child, key in _children(schema, value):
             child_old = _old_child(schema, old, key, child)
@@ -259,15 +267,21 @@ def _duplicates(schema: dict[str, Any], value: Any, path: str) -> list[str]:
 def _to_cel(value: Any, schema: dict[str, Any]) -> Any:
     """JSON as the API server hands it to CEL: typed by the schema, undeclared fields dropped."""
     if isinstance(value, dict) and ("properties" in schema or "additionalProperties" in schema):
-        return celtypes.MapType({
-            celtypes.StringType(label): _to_cel(child, child_schema)
-            for label, child_schema, child, _ in _children(schema, value)
-        })
+        return celtypes.MapType(
+            {
+                celtypes.StringType(label): _to_cel(child, child_schema)
+                for label, child_schema, child, _ in _children(schema, value)
+            }
+        )
     if isinstance(value, list):
         return celtypes.ListType([_to_cel(item, schema.get("items", {})) for item in value])
     if schema.get("type") == "number" and isinstance(value, int | float):
         return celtypes.DoubleType(value)
     return celpy.json_to_cel(value)
+
+
+def _canonical(value: Any) -> str:
+    return "<missing>" if value is MISSING else json.dumps(value, sort_keys=True)
 
 
 def _passes(program: celpy.Runner, activation: dict[str, Any]) -> bool:
@@ -298,8 +312,11 @@ def _describe(error: ValidationError) -> list[str]:
         return [f"{_join(path, k)}: Required value" for k in missing]
     if error.validator == "additionalProperties":
         declared = error.schema.get("properties", {})
-        return [f"{_join(path, k)}: field not declared in schema"
-                for k in error.instance if k not in declared]
+        return [
+            f"{_join(path, k)}: field not declared in schema"
+            for k in error.instance
+            if k not in declared
+        ]
     value = json.dumps(error.instance)
     if error.validator == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)

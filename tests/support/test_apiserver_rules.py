@@ -22,14 +22,16 @@ def toy_crd(spec_schema: dict) -> dict:
             "spec": spec_schema,
         },
     }
-    version = {"name": "v1", "served": True, "storage": True,
-               "schema": {"openAPIV3Schema": root}}
+    version = {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": root}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": "toys.example.com"},
-        "spec": {"group": "example.com", "names": {"kind": "Toy", "plural": "toys"},
-                 "versions": [version]},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Toy", "plural": "toys"},
+            "versions": [version],
+        },
     }
 
 
@@ -52,17 +54,32 @@ def test_shipped_crds_are_structural(path: Path) -> None:
     assert structural_problems(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]) == []
 
 
-@pytest.mark.parametrize(("schema", "complaint"), [
-    ({"type": "object", "properties": {"x": {"description": "no type"}}}, "properties[x].type"),
-    ({"type": "object", "properties": {"x": {"$ref": "#/$defs/X"}}}, "$ref"),
-    ({"type": "object", "properties": {"x": {"type": "string"}},
-      "additionalProperties": {"type": "string"}}, "additionalProperties"),
-    ({"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, "anyOf"),
-    ({"type": "object", "properties": {"x": {"type": "array"}}}, "properties[x].items"),
-    ({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"],
-      "items": {"type": "object", "properties": {"id": {"type": "string"}}}},
-     "x-kubernetes-list-map-keys"),
-])
+@pytest.mark.parametrize(
+    ("schema", "complaint"),
+    [
+        ({"type": "object", "properties": {"x": {"description": "no type"}}}, "properties[x].type"),
+        ({"type": "object", "properties": {"x": {"$ref": "#/$defs/X"}}}, "$ref"),
+        (
+            {
+                "type": "object",
+                "properties": {"x": {"type": "string"}},
+                "additionalProperties": {"type": "string"},
+            },
+            "additionalProperties",
+        ),
+        ({"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, "anyOf"),
+        ({"type": "object", "properties": {"x": {"type": "array"}}}, "properties[x].items"),
+        (
+            {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["id"],
+                "items": {"type": "object", "properties": {"id": {"type": "string"}}},
+            },
+            "x-kubernetes-list-map-keys",
+        ),
+    ],
+)
 def test_non_structural_schemas_are_named(schema: dict, complaint: str) -> None:
     found = structural_problems(schema)
     assert any(complaint in line for line in found), found
@@ -71,8 +88,10 @@ def test_non_structural_schemas_are_named(schema: dict, complaint: str) -> None:
 
 
 def test_int_or_string_is_structural() -> None:
-    quantity = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"},
-                                                            {"type": "string"}]}
+    quantity = {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+    }
     assert structural_problems({"type": "object", "properties": {"cpu": quantity}}) == []
 
 
@@ -80,15 +99,21 @@ def test_int_or_string_is_structural() -> None:
 def test_rules_outside_standard_cel_fail_at_construction(cel: str) -> None:
     with pytest.raises(Exception):  # noqa: B017 - a parse error or our ValueError
         compile_rule(cel)
-    schema = {"type": "object", "properties": {"x": {"type": "string"}},
-              "x-kubernetes-validations": rule(cel)}
+    schema = {
+        "type": "object",
+        "properties": {"x": {"type": "string"}},
+        "x-kubernetes-validations": rule(cel),
+    }
     with pytest.raises(Exception):  # noqa: B017
         CrdValidator(toy_crd(schema))
 
 
 def test_failed_rule_names_path_and_message() -> None:
-    inner = {"type": "object", "properties": {"a": {"type": "integer"}},
-             "x-kubernetes-validations": rule("self.a > 1", "a must be > 1")}
+    inner = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "x-kubernetes-validations": rule("self.a > 1", "a must be > 1"),
+    }
     schema = {"type": "object", "properties": {"r": inner}}
     validator = CrdValidator(toy_crd(schema))
     assert validator.create_problems(toy({"r": {"a": 2}})) == []
@@ -98,22 +123,33 @@ def test_failed_rule_names_path_and_message() -> None:
 
 
 def test_evaluation_error_fails_the_rule() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}},
-              "x-kubernetes-validations": rule("self.a > 1", "a must be > 1")}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "x-kubernetes-validations": rule("self.a > 1", "a must be > 1"),
+    }
     assert CrdValidator(toy_crd(schema)).create_problems(toy({})) == [
         'spec: Invalid value: "object": a must be > 1'
     ]
 
 
 def test_numbers_reach_cel_as_doubles() -> None:
-    schema = {"type": "object", "properties": {"r": {"type": "number"}},
-              "x-kubernetes-validations": rule("self.r < 1.5")}
+    schema = {
+        "type": "object",
+        "properties": {"r": {"type": "number"}},
+        "x-kubernetes-validations": rule("self.r < 1.5"),
+    }
     assert CrdValidator(toy_crd(schema)).create_problems(toy({"r": 1})) == []
 
 
 def test_nulls_are_pruned_and_unknown_fields_refused() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"},
-                                               "l": {"type": "array", "items": {"type": "string"}}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer"},
+            "l": {"type": "array", "items": {"type": "string"}},
+        },
+    }
     validator = CrdValidator(toy_crd(schema))
     assert validator.create_problems(toy({"a": None})) == []
     assert any("spec.l[0]" in line for line in validator.create_problems(toy({"l": [None]})))
@@ -137,13 +173,22 @@ def test_metadata_name_is_required_and_a_dns_subdomain() -> None:
 
 
 def test_list_map_keys_and_sets_are_unique() -> None:
-    schema = {"type": "object", "properties": {
-        "m": {"type": "array", "x-kubernetes-list-type": "map",
-              "x-kubernetes-list-map-keys": ["id"],
-              "items": {"type": "object", "required": ["id"],
-                        "properties": {"id": {"type": "string"}, "v": {"type": "integer"}}}},
-        "s": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
-    }}
+    schema = {
+        "type": "object",
+        "properties": {
+            "m": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["id"],
+                "items": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": "string"}, "v": {"type": "integer"}},
+                },
+            },
+            "s": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+        },
+    }
     validator = CrdValidator(toy_crd(schema))
     assert validator.create_problems(toy({"m": [{"id": "a"}, {"id": "b"}], "s": ["a", "b"]})) == []
     assert validator.create_problems(toy({"m": [{"id": "a", "v": 1}, {"id": "a", "v": 2}]})) == [
@@ -154,12 +199,22 @@ def test_list_map_keys_and_sets_are_unique() -> None:
 
 def test_transition_rules_need_an_old_value() -> None:
     frozen = rule("self.v == oldSelf.v", "v is immutable", reason="FieldValueForbidden")
-    schema = {"type": "object", "properties": {
-        "m": {"type": "array", "x-kubernetes-list-type": "map",
-              "x-kubernetes-list-map-keys": ["id"],
-              "items": {"type": "object", "required": ["id"], "x-kubernetes-validations": frozen,
-                        "properties": {"id": {"type": "string"}, "v": {"type": "integer"}}}},
-    }}
+    schema = {
+        "type": "object",
+        "properties": {
+            "m": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["id"],
+                "items": {
+                    "type": "object",
+                    "required": ["id"],
+                    "x-kubernetes-validations": frozen,
+                    "properties": {"id": {"type": "string"}, "v": {"type": "integer"}},
+                },
+            },
+        },
+    }
     validator = CrdValidator(toy_crd(schema))
     old = toy({"m": [{"id": "a", "v": 1}]})
     assert validator.create_problems(old) == []  # no oldSelf on create
@@ -170,7 +225,10 @@ def test_transition_rules_need_an_old_value() -> None:
 
 
 def test_cel_waits_for_type_errors_to_be_fixed() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}},
-              "x-kubernetes-validations": rule("self.a > 1")}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "x-kubernetes-validations": rule("self.a > 1"),
+    }
     found = CrdValidator(toy_crd(schema)).create_problems(toy({"a": "two"}))
     assert found[0].startswith("spec.a: Invalid value") and "not checked" in found[-1]

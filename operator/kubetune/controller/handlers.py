@@ -14,11 +14,14 @@ from kubetune.config import OperatorConfig
 from kubetune.controller import finetunejob, modelhub
 from kubetune.controller.cluster import Cluster
 from kubetune.controller.metrics import Metrics
+from kubetune.controller.seen import Seen, index_by_name
+from kubetune.render.names import JOB_LABEL
 
 log = logging.getLogger(__name__)
 
 JOBS = ("kubetune.io", "v1alpha1", "finetunejobs")
 HUBS = ("kubetune.io", "v1alpha1", "modelhubs")
+PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 PREFIX = "kubetune.io"
 MAX_DELAY = 300  # seconds: backoff for a job that waits (hub missing, model not ready)
 
@@ -40,9 +43,15 @@ def build_registry(
         settings.posting.level = logging.WARNING
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]  # API trouble: back off, no storm
 
-    def reconcile_job(body, patch, retry, logger, **_):
+    # Hubs and our PyTorchJobs as the watches see them: no GET of either per reconcile.
+    kopf.index(*HUBS, registry=registry, id="hubs")(index_by_name)
+    ours = {JOB_LABEL: kopf.PRESENT}
+    kopf.index(*PYTORCHJOBS, labels=ours, registry=registry, id="pytorchjobs")(index_by_name)
+
+    def reconcile_job(body, patch, retry, logger, hubs, pytorchjobs, **_):
         started = time.monotonic()
-        outcome = finetunejob.reconcile(dict(body), cluster, config, now())
+        seen = Seen(cluster, hubs, pytorchjobs)
+        outcome = finetunejob.reconcile(dict(body), seen, config, now())
         metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
         announce(body, outcome.status, logger)
         metrics.job_phase(body["metadata"]["uid"], outcome.status.get("phase"))
@@ -56,17 +65,21 @@ def build_registry(
     for on in (kopf.on.create, kopf.on.resume):
         on(*JOBS, registry=registry, id="reconcile")(reconcile_job)
     kopf.on.update(*JOBS, field="spec", registry=registry, id="reconcile")(reconcile_job)
-    kopf.timer(*JOBS, interval=config.progress_interval_seconds, registry=registry, id="refresh")(
-        refresh_job(reconcile_job)
-    )
+    kopf.timer(
+        *JOBS,
+        interval=config.progress_interval_seconds,
+        when=refreshable,
+        registry=registry,
+        id="refresh",
+    )(refresh_job(reconcile_job))
 
     @kopf.on.delete(*JOBS, registry=registry, optional=True)
     def forget_job(body, **_):
         metrics.job_phase(body["metadata"]["uid"], None)
 
-    def reconcile_hub(body, patch, **_):
+    def reconcile_hub(body, patch, hubs, pytorchjobs, **_):
         started = time.monotonic()
-        status = modelhub.reconcile_hub(dict(body), cluster, now())
+        status = modelhub.reconcile_hub(dict(body), Seen(cluster, hubs, pytorchjobs), now())
         metrics.reconcile_seconds.labels("ModelHub").observe(time.monotonic() - started)
         meta = body["metadata"]
         metrics.hub_models_ready.labels(meta["namespace"], meta["name"]).set(status["readyModels"])
@@ -82,15 +95,21 @@ def build_registry(
     return registry
 
 
+def refreshable(body, **_) -> bool:
+    """Whether a job gets the timer, and so kopf's finalizer (kopf puts one on every object a
+    timer matches). Not before the change handlers have seen this generation: a new job's
+    first reconcile is not held up by a finalizer round trip. Not once its outcome stands:
+    finished jobs carry no finalizer, so they can be deleted with the operator gone."""
+    status, generation = body.get("status") or {}, body["metadata"].get("generation", 1)
+    if status.get("observedGeneration") != generation:
+        return False  # the change handlers have this generation in hand; do not race them
+    return not finetunejob.finished(status, generation)
+
+
 def refresh_job(reconcile_job):
-    """The timer's view of a job: skip those whose outcome stands."""
+    """The timer's view of a job: reconcile again; waiting is the timer's job, not kopf's."""
 
     def refresh(body, patch, logger, **kwargs):
-        status, generation = body.get("status") or {}, body["metadata"].get("generation", 1)
-        if status.get("observedGeneration") != generation:
-            return  # the change handlers have this generation in hand; do not race them
-        if finetunejob.finished(status, generation):
-            return
         try:
             reconcile_job(body=body, patch=patch, logger=logger, **{**kwargs, "retry": 0})
         except kopf.TemporaryError:
