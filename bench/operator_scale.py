@@ -25,6 +25,7 @@ from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, from the repo
 from tests.support.apiserver import serve  # noqa: E402
+from tests.support.processes import start_operator, stop_operator  # noqa: E402
 
 NS, PLATFORM = "team-a", "ml-platform"
 
@@ -102,13 +103,9 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
         for namespace in (PLATFORM, NS):
             await api.create_namespace(namespace)
         await api.create(hub("models"))
-        env = {**os.environ, **aws, "KUBECONFIG": str(api.kubeconfig)}
-        log = (workdir / "operator.log").open("w")  # kept apart from the figures
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "kubetune.cli.main", "operator", "--standalone",
-             "--metrics-port", "0", "--health-port", "0", "--log-level", "WARNING"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        # Its log is kept apart from the figures.
+        operator = start_operator(api, workdir / "operator.log", "--standalone",
+                                  "--log-level", "WARNING", env=aws)  # fmt: skip
         try:
             hub_ready = lambda o: o.get("status", {}).get("readyModels") == 1  # noqa: E731
             await api.wait_for("mhub", PLATFORM, "curated", hub_ready, timeout=60)
@@ -146,14 +143,10 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
             operator_cpu, own_cpu = cpu_seconds(operator.pid), time.process_time() - own_cpu
             served = [c for c in api.requests if "watch=true" not in c.query]
         finally:
-            operator.terminate()
-            try:  # waited for off the loop: the test server must keep answering meanwhile
-                stopping = time.monotonic()
-                await asyncio.to_thread(operator.wait, timeout=30)
-                print(f"operator stopped {time.monotonic() - stopping:.1f} s after SIGTERM")
+            try:
+                print(f"operator stopped {await stop_operator(operator):.1f} s after SIGTERM")
             except subprocess.TimeoutExpired:
                 print("the operator did not stop within 30 s of SIGTERM; killed")
-                operator.kill()
             s3.stop()
 
     latencies = sorted(seen[name] - created[name] for name in seen)

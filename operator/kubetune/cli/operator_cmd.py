@@ -1,5 +1,6 @@
 """`kubetune operator`: run the operator (kubeconfig or in-cluster service account)."""
 
+import argparse
 import logging
 import random
 from pathlib import Path
@@ -15,6 +16,9 @@ from kubetune.controller.handlers import build_registry
 from kubetune.controller.metrics import Metrics
 
 PEERING = "kubetune"
+# Loggers that write credentials at DEBUG: botocore logs every signed S3 request, headers and
+# all (the access key id, the session token of a Secret). They stay at INFO or above.
+CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer")
 
 
 def register(commands) -> None:
@@ -32,9 +36,9 @@ def register(commands) -> None:
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
     )
     command.add_argument("--config", type=Path, help="operator config YAML (the chart's)")
-    command.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics")
+    command.add_argument("--metrics-port", type=port, default=8080, help="Prometheus /metrics")
     command.add_argument(
-        "--health-port", type=int, default=8081, help="liveness/readiness at /healthz"
+        "--health-port", type=port, default=8081, help="liveness/readiness at /healthz"
     )
     command.add_argument(
         "--standalone", action="store_true", help="no peering (one replica, or development)"
@@ -43,10 +47,15 @@ def register(commands) -> None:
     command.set_defaults(run=run)
 
 
+def port(text: str) -> int:
+    """1-65535. Not 0: kopf reads a liveness URL with port 0 as port 80, not "any free port"."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def run(args) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -75,3 +84,11 @@ def run(args) -> int:
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
     )
     return 0
+
+
+def configure_logging(level: str) -> None:
+    """--log-level for the operator's own lines and kopf's; never credentials, even at DEBUG."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    for name in CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))

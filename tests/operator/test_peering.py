@@ -1,0 +1,62 @@
+"""Two replicas, as the chart runs them: two `kubetune operator` processes (the real CLI, with
+peering) against the test API server. Exactly one acts; when it stops, the other takes over."""
+
+import asyncio
+
+import pytest
+
+from tests.operator.test_operator import (  # noqa: F401 (fixtures, requested by name)
+    PLATFORM,
+    TEAM,
+    cluster,
+    hub,
+    job,
+    models,
+)
+from tests.support.apiserver import ApiServer, apiserver_fixture  # noqa: F401
+from tests.support.processes import start_operator, stop_operator
+from tests.support.s3 import s3_endpoint_fixture, s3_server_fixture  # noqa: F401
+
+pytestmark = pytest.mark.asyncio
+
+PEERING = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}}  # fmt: skip  # noqa: E501
+CREATED = "PyTorchJob created"  # what the acting replica logs per job (controller/finetunejob.py)
+
+
+def pytorchjob_creates(api: ApiServer) -> list:
+    return [c for c in api.requests if c.method == "POST" and c.path.endswith("/pytorchjobs")]
+
+
+async def all_children(api: ApiServer, names: list[str], timeout: float) -> None:
+    for name in names:
+        await api.wait_for("PyTorchJob", TEAM, name, timeout=timeout)
+
+
+async def test_two_replicas_one_acts_and_the_other_takes_over(cluster, models, tmp_path):  # noqa: F811
+    await cluster.create(PEERING)
+    await cluster.create(hub(models))
+    logs = [tmp_path / "replica-a.log", tmp_path / "replica-b.log"]
+    replicas = [start_operator(cluster, log, "--log-level", "INFO") for log in logs]
+    try:
+        first = [f"first-{i}" for i in range(8)]
+        for name in first:
+            await cluster.create(job(name, output=f"s3://out/{name}/"))
+        await all_children(cluster, first, timeout=60)
+        await asyncio.sleep(2)  # a second replica acting would have created its copies by now
+        acted = [i for i, log in enumerate(logs) if CREATED in log.read_text()]
+        assert all(replica.poll() is None for replica in replicas), "a replica died"
+        assert len(acted) == 1, [log.read_text()[-2000:] for log in logs]
+        assert len(pytorchjob_creates(cluster)) == len(first)  # not one create answered 409
+
+        active, standby = acted[0], 1 - acted[0]
+        await stop_operator(replicas[active])
+        later = [f"later-{i}" for i in range(4)]
+        for name in later:
+            await cluster.create(job(name, output=f"s3://out/{name}/"))
+        await all_children(cluster, later, timeout=60)
+        assert logs[standby].read_text().count(CREATED) == len(later)
+        assert len(pytorchjob_creates(cluster)) == len(first) + len(later)
+    finally:
+        for replica in replicas:
+            if replica.poll() is None:
+                await stop_operator(replica)
