@@ -43,9 +43,11 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 
-# Our training loop vs a plain Hugging Face Trainer on CPU, a few minutes (bench/README.md).
+# Our training loop vs a plain Hugging Face Trainer on CPU, a few minutes, then the operator
+# with 1,000 FineTuneJobs against the test API server, about a minute (bench/README.md).
 bench: install
 	$(BIN)/python bench/trainer_throughput.py
+	$(BIN)/python bench/operator_scale.py --jobs 1000
 
 # Generated from the pydantic API types; tests fail when the committed files drift.
 crds: install

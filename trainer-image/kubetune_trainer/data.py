@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
-from kubetune_trainer.templates import TEMPLATE_FILE, DataError, Template, load_template
+from kubetune_trainer.templates import (
+    TEMPLATE_FILE,
+    DataError,
+    Template,
+    load_template,
+    parse_json,
+)
 
 __all__ = ["DataError", "IGNORE_INDEX", "Sample", "Splits", "effective_max_length", "load_splits"]
 
@@ -114,9 +120,11 @@ def _json_lines(path: Path, text: str) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                yield f"line {number}", json.loads(line)
+                yield f"line {number}", parse_json(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}, line {number}: invalid JSON ({e.msg})") from None
+            except ValueError as e:
+                raise DataError(f"{path}, line {number}: invalid JSON ({e})") from None
 
 
 # --- domain adaptation -------------------------------------------------------------------
@@ -161,12 +169,31 @@ def _read_texts(path: Path) -> list[str]:
         return _csv_texts(path, text)
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
-            records = [(f"record {i}", r) for i, r in enumerate(json.loads(text), start=1)]
+            records = [(f"record {i}", r) for i, r in enumerate(parse_json(text), start=1)]
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg})") from None
+            where = f"line {e.lineno}, column {e.colno}"
+            raise DataError(f"{path}, {where}: invalid JSON ({e.msg})") from None
+        except ValueError as e:
+            raise DataError(f"{path}: invalid JSON ({e})") from None
     else:  # .jsonl, and .json holding JSON lines (one object is a one-line file)
-        records = list(_json_lines(path, text))
+        try:
+            records = list(_json_lines(path, text))
+        except DataError:
+            if suffix == ".json" and _is_json(text):  # valid, but one value over several lines
+                raise DataError(
+                    f"{path}: one JSON value over several lines; a .json file holds a list of "
+                    "records ([{...}, ...]) or one record per line"
+                ) from None
+            raise
     return _record_texts(path, records)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        parse_json(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _csv_texts(path: Path, text: str) -> list[str]:
@@ -178,10 +205,20 @@ def _csv_texts(path: Path, text: str) -> list[str]:
         if not any(header):
             raise DataError(f"{path}: no usable column: the header row is empty")
         column = header.index("text") if "text" in header else 0
-        # Rows without a value in the column add no text; they are not worth failing for.
-        return [row[column] for row in reader if len(row) > column and row[column]]
+        texts, rows = [], 0
+        for row in reader:
+            rows += 1
+            # Rows without a value in the column add no text; not worth failing for, unless
+            # no row has one (a ragged file, or the wrong column).
+            if len(row) > column and row[column]:
+                texts.append(row[column])
     except csv.Error as e:
         raise DataError(f"{path}, line {reader.line_num}: invalid CSV ({e})") from None
+    if not texts:
+        raise DataError(
+            f"{path}: no text: none of its {rows} rows has a value in column {header[column]!r}"
+        )
+    return texts
 
 
 def _record_texts(path: Path, records: list[tuple[str, object]]) -> list[str]:
@@ -210,6 +247,9 @@ def _record_texts(path: Path, records: list[tuple[str, object]]) -> list[str]:
             raise DataError(f"{path}, {where}: field {column!r} must be a string, got {kind}")
         if value:
             texts.append(value)
+    if not texts:
+        what = f"has a value in field {column!r}" if column else "is a non-empty string"
+        raise DataError(f"{path}: no text: none of its {len(records)} records {what}")
     return texts
 
 

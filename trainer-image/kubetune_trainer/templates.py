@@ -5,7 +5,9 @@ both from `kubetune_trainer.data`.
 """
 
 import json
+import re
 import string
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,33 @@ DEFAULT_COMPLETION = " {response}"
 
 # A template is literal text interleaved with record field names (None: literal only).
 Parts = list[tuple[str, str | None]]
+# A \u escape of half a UTF-16 surrogate pair (a whole pair decodes to one character).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class DataError(ValueError):
     """A problem with training or validation data; the message names the file and the reason."""
+
+
+def parse_json(text: str) -> object:
+    """json.loads, refusing with ValueError what is valid JSON but no usable record: nesting
+    deeper than Python's recursion limit, integers longer than Python reads, and \\u escapes
+    of lone surrogates (not text: no tokenizer encodes them). Syntax errors stay
+    json.JSONDecodeError, with their line and column."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+        raise ValueError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
+    if SURROGATE_ESCAPE.search(text):  # rare: only then look at every string
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a \\u escape encodes half of a surrogate pair, not text") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -68,11 +93,13 @@ def load_template(folder: Path) -> Template:
             path=None,
         )
     try:
-        spec = json.loads(path.read_bytes().decode("utf-8-sig"))
+        spec = parse_json(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(spec, dict) or not all(
         isinstance(spec.get(key), str) for key in ("prompt", "completion")
     ):

@@ -120,14 +120,24 @@ def problems(doc: Document) -> list[str]:
 
 def describe_all(errors: list[dict[str, Any]]) -> list[str]:
     """Each pydantic error as a line; for int-or-string unions, only the branch the value took."""
-    lines = []
+    lines: list[str] = []
+    union_lines: dict[str, int] = {}  # "path: value" of a value no branch took -> its line
     for error in errors:
         branches = [p for p in error["loc"] if _is_union_branch(p)]
         value = error.get("input")
         took = "str" if isinstance(value, str) else "int" if type(value) is int else None
         if branches and took and not branches[0].endswith(took):
             continue
-        lines.append(describe(error))
+        line = describe(error)
+        head, _, rule = line.rpartition(": ")
+        if branches and head in union_lines:  # one line: "must be an integer or a string"
+            i = union_lines[head]
+            if rule not in lines[i]:
+                lines[i] += " or " + rule.removeprefix("must be ")
+            continue
+        if branches:
+            union_lines[head] = len(lines)
+        lines.append(line)
     return list(dict.fromkeys(lines))
 
 

@@ -55,6 +55,7 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
     pytorchjob = cluster.pytorchjob(namespace, pytorchjob_name(name))
     if pytorchjob is None:
         try:  # before any accelerator is asked for; not again once training is under way
+            check_uris(resolved)  # final, so before anything that waits
             check_secrets(resolved, cluster)
             check_data(resolved, cluster)
         except ResolveError as problem:
@@ -109,6 +110,18 @@ def check_secrets(resolved: Plan, cluster: Cluster) -> None:
             )
 
 
+def check_uris(resolved: Plan) -> None:
+    """Pods reach storage over S3 only: a file:// URI names a machine the pods are not on."""
+    data = resolved.job.spec.data
+    for uri in filter(None, (data.train, data.validation, resolved.output_uri)):
+        if not uri.startswith("s3://"):
+            raise ResolveError(
+                "LocalUriInCluster",
+                f"{uri}: pods cannot read this machine's files; use s3:// URIs in a cluster "
+                "(file:// is for `kubetune run --local`)",
+            )
+
+
 def check_data(resolved: Plan, cluster: Cluster) -> None:
     """The data channels hold files (read with the data Secret); the trainer checks formats."""
     data = resolved.job.spec.data
@@ -117,13 +130,6 @@ def check_data(resolved: Plan, cluster: Cluster) -> None:
     credentials = credentials_from_secret(
         cluster.secret_data(namespace, secret) if secret else None
     )
-    for uri in filter(None, (data.train, data.validation, resolved.output_uri)):
-        if not uri.startswith("s3://"):
-            raise ResolveError(
-                "LocalUriInCluster",
-                f"{uri}: pods cannot read this machine's files; use s3:// URIs in a cluster "
-                "(file:// is for `kubetune run --local`)",
-            )
     for uri in filter(None, (data.train, data.validation)):
         try:
             store = store_for(uri, credentials)

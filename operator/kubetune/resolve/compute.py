@@ -10,6 +10,7 @@ from kubetune.resolve.errors import ResolveError
 RESOURCE_NAMES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
 # Which fields say what kind of machine: a layer giving any of them replaces the whole group.
 KIND_FIELDS = ("instance_type", "accelerator", "accelerators_per_node")
+HUB_INSTANCE_TYPE = "the hub model's defaults.resources.instanceType"
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,14 @@ class Compute:
 def resolve_compute(layers: list[Resources | None], config: OperatorConfig) -> Compute:
     """`layers` nearest first: the job's resources, then each hub entry's default resources."""
     chosen: dict = {}
-    for layer in reversed([r for r in layers if r is not None]):  # nearest applied last
-        given = layer.model_dump(exclude_none=True)
+    field = "spec.resources.instanceType"  # where instance_type came from, for the message
+    for depth, layer in reversed(list(enumerate(layers))):  # nearest applied last
+        given = layer.model_dump(exclude_none=True) if layer is not None else {}
         if any(k in given for k in KIND_FIELDS):
             chosen = {k: v for k, v in chosen.items() if k not in KIND_FIELDS}
         chosen.update(given)
+        if "instance_type" in given:
+            field = "spec.resources.instanceType" if depth == 0 else HUB_INSTANCE_TYPE
     defaults = config.default_resources
     nodes = chosen.get("nodes", 1)
     if "instance_type" in chosen:
@@ -50,9 +54,8 @@ def resolve_compute(layers: list[Resources | None], config: OperatorConfig) -> C
             known = ", ".join(sorted(config.instance_profiles))
             raise ResolveError(
                 "UnknownInstanceType",
-                f"spec.resources.instanceType: {name} has no instance profile (known: {known}); "
-                "use one of those, or accelerator/acceleratorsPerNode, or ask the platform team "
-                "to add a profile",
+                f"{field}: {name} has no instance profile (known: {known}); use one of those, "
+                "or accelerator/acceleratorsPerNode, or ask the platform team to add a profile",
             )
         return Compute(
             accelerator=profile.accelerator,
