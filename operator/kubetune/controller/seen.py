@@ -25,7 +25,9 @@ class Seen:
 
     def hub(self, namespace: str, name: str) -> ModelHub | None:
         found = _only(self._hubs, (namespace, name))
-        if found is None:  # another namespace than those watched, or created a moment ago
+        if found is None or not _checked(found):
+            # Another namespace than those watched, or a hub created or changed a moment ago:
+            # its checks may be written already, and waiting for the watch costs a backoff.
             return self.cluster.hub(namespace, name)
         return ModelHub.model_validate(prune_nulls(found))
 
@@ -40,6 +42,12 @@ class Seen:
 
     def __getattr__(self, attr: str):
         return getattr(self.cluster, attr)  # create, secret_data, set_suspend
+
+
+def _checked(hub: dict) -> bool:
+    """The hub's status speaks of its current spec."""
+    observed = (hub.get("status") or {}).get("observedGeneration")
+    return observed is not None and observed == hub["metadata"].get("generation")
 
 
 def _only(index: kopf.Index, key: Key) -> dict | None:
