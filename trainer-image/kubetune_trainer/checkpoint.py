@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kubetune_trainer.artifacts import listing
+from kubetune_trainer.scratch import room_for, tensor_bytes
 from kubetune_trainer.storage import join_uri
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,21 @@ def save(store, output_uri: str, staging: Path, checkpoint: Checkpoint) -> str:
     uri = join_uri(output_uri, FOLDER, name)
     folder = staging / name
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    save_file(contiguous(checkpoint.weights), folder / "weights.safetensors")
-    if state.best_weights is not None:
-        save_file(contiguous(state.best_weights), folder / "best.safetensors")
-    torch.save(
-        {
-            "optimizer": checkpoint.optimizer,
-            "scheduler": checkpoint.scheduler,
-            "rng": checkpoint.rng,
-        },
-        folder / "optimizer.pt",
-    )
-    fields = {k: v for k, v in asdict(state).items() if k != "best_weights"}
-    (folder / "state.json").write_text(json.dumps(fields, indent=2))
+    optimizer_file = {
+        "optimizer": checkpoint.optimizer,
+        "scheduler": checkpoint.scheduler,
+        "rng": checkpoint.rng,
+    }
+    fields = json.dumps({k: v for k, v in asdict(state).items() if k != "best_weights"}, indent=2)
+    needed = tensor_bytes([checkpoint.weights, state.best_weights, optimizer_file]) + len(fields)
+    # A full scratch volume stops here, before anything is uploaded or marked complete.
+    with room_for(folder, f"the checkpoint of step {state.step}", needed):
+        folder.mkdir(parents=True)
+        save_file(contiguous(checkpoint.weights), folder / "weights.safetensors")
+        if state.best_weights is not None:
+            save_file(contiguous(state.best_weights), folder / "best.safetensors")
+        torch.save(optimizer_file, folder / "optimizer.pt")
+        (folder / "state.json").write_text(fields)
     files = listing(folder)
     store.delete_prefix(uri)  # what a save killed half-way left at this step
     store.upload_dir(folder, uri)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 CHANNELS = ("model", "data", "output")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # boto3 Session / client arguments and the variable suffix each is read from.
 S3_SETTINGS = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
@@ -26,6 +27,7 @@ class Runtime:
     local_rank: int  # LOCAL_RANK: this process among the node's, = its GPU index
     scratch: Path  # KUBETUNE_SCRATCH: downloads and staging; an emptyDir in the pod
     device: torch.device
+    log_level: str  # KUBETUNE_LOG_LEVEL: the trainer's own logs; DEBUG adds a line per step
     # Per storage channel (model, data, output): S3 settings from KUBETUNE_<CHANNEL>_AWS_*,
     # which the operator sets from each channel's Secret with an envFrom prefix. A channel
     # without them uses boto3's usual chain: plain AWS_* variables, IRSA, pod identity.
@@ -45,6 +47,7 @@ class Runtime:
             local_rank=local_rank,
             scratch=Path(env.get("KUBETUNE_SCRATCH", "/tmp/kubetune")),
             device=device,
+            log_level=log_level(env.get("KUBETUNE_LOG_LEVEL", "INFO")),
             credentials={c: channel_credentials(env, c) for c in CHANNELS},
         )
 
@@ -60,3 +63,9 @@ def channel_credentials(env, channel: str) -> dict[str, str]:
     if not found["region_name"]:
         found["region_name"] = env.get(prefix + "AWS_REGION")
     return {arg: value for arg, value in found.items() if value}
+
+
+def log_level(name: str) -> str:
+    if name.upper() not in LOG_LEVELS:
+        raise ValueError(f"KUBETUNE_LOG_LEVEL: {name!r} is not one of {', '.join(LOG_LEVELS)}")
+    return name.upper()

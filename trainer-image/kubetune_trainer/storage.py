@@ -14,11 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
-from boto3.exceptions import Boto3Error, S3UploadFailedError
+from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+)
 from botocore.exceptions import ConnectionError as EndpointError
+
+from kubetune_trainer.scratch import room_for
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +56,12 @@ NOT_FOUND = "not found"
 
 
 class StorageError(Exception):
-    """A storage operation failed: `uri` says where, `reason` says why, in words."""
+    """A storage operation failed: `uri` says where, `reason` says why, in words. `transient`:
+    the endpoint was unreachable or busy, so the same call may succeed later (outages.py)."""
 
-    def __init__(self, uri: str, reason: str):
-        super().__init__(uri, reason)  # both in args, so the error survives pickling
-        self.uri, self.reason = uri, reason
+    def __init__(self, uri: str, reason: str, transient: bool = False):
+        super().__init__(uri, reason, transient)  # all in args, so the error survives pickling
+        self.uri, self.reason, self.transient = uri, reason, transient
 
     def __str__(self) -> str:
         return f"{self.uri}: {self.reason}"
@@ -120,8 +129,10 @@ class Store:
             for source, key, _ in sources:  # all checked before the first byte is written
                 _check_key(source, key)
             shutil.rmtree(partial, ignore_errors=True)  # what a crashed try left behind
-            for source, key, _ in sources:
-                self.download_file(source, partial / key)
+            needed = sum(size for _, _, size in sources)
+            with room_for(partial, f"the download of {uri}", needed):
+                for source, key, _ in sources:
+                    self.download_file(source, partial / key)
             if dest.exists():
                 shutil.rmtree(dest)
             partial.rename(dest)
@@ -344,18 +355,22 @@ def _translated(uri: str, endpoint: str | None = None) -> Iterator[None]:
         yield
     except StorageError:
         raise
-    except (EndpointError, HTTPClientError) as exc:
+    except (EndpointError, HTTPClientError, IncompleteReadError, RetriesExceededError) as exc:
+        # HTTPClientError: a connection reset or closed mid-request; RetriesExceededError: a
+        # download that kept breaking off.
         where = endpoint or "the default AWS endpoint"
-        raise StorageError(uri, f"endpoint unreachable: {where} ({type(exc).__name__})") from None
+        reason = f"endpoint unreachable: {where} ({type(exc).__name__})"
+        raise StorageError(uri, reason, transient=True) from None
     except NoCredentialsError:
         reason = "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         raise StorageError(uri, reason) from None
     except S3UploadFailedError as exc:  # boto3 flattened the ClientError into text: dig it out
         cause = exc.__context__
-        reason = _client_reason(cause) if isinstance(cause, ClientError) else str(exc)
-        raise StorageError(uri, _redact(reason)) from None
+        if isinstance(cause, ClientError):
+            raise StorageError(uri, _redact(_client_reason(cause)), _busy(cause)) from None
+        raise StorageError(uri, _redact(str(exc))) from None
     except ClientError as exc:
-        raise StorageError(uri, _redact(_client_reason(exc))) from None
+        raise StorageError(uri, _redact(_client_reason(exc)), _busy(exc)) from None
     except (BotoCoreError, Boto3Error) as exc:
         raise StorageError(uri, _redact(f"{type(exc).__name__}: {exc}")) from None
     except OSError as exc:
@@ -374,6 +389,13 @@ def _client_reason(exc: ClientError) -> str:
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
         return f"credentials rejected ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     return f"{code}: {message}" if message else code
+
+
+def _busy(exc: ClientError) -> bool:
+    """A 5xx or throttling answer (after botocore's own retries): there, but not serving now."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
 
 
 def _os_reason(exc: OSError, uri: str) -> str:

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,10 +33,12 @@ from kubetune_trainer.batches import (
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
 from kubetune_trainer.data import DataError, load_splits
 from kubetune_trainer.model import ModelError, compute_dtype, load_model, load_tokenizer
+from kubetune_trainer.outages import Patient
 from kubetune_trainer.packing import Row, one_per_row, pack
 from kubetune_trainer.preemption import Stopped, stop_signals
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
+from kubetune_trainer.scratch import NoSpace
 from kubetune_trainer.storage import StorageError, join_uri, open_store
 
 log = logging.getLogger("kubetune.train")
@@ -52,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [rank {runtime.rank}] %(message)s",
     )
+    for ours in ("kubetune", "kubetune_trainer"):  # DEBUG: a line per step; libraries stay at INFO
+        logging.getLogger(ours).setLevel(runtime.log_level)
     try:
         train(read_config(args.config), runtime)
     except Stopped as stopped:
         log.warning("%s", stopped)
         return stopped.exit_code
-    except (ConfigError, DataError, ModelError, OutputTaken, StorageError) as err:
+    except (ConfigError, DataError, ModelError, NoSpace, OutputTaken, StorageError) as err:
         log.error("%s", err)  # the user's to fix: one line, no traceback
         return 2
     return 0
@@ -83,9 +88,11 @@ def read_config(path: str) -> TrainerConfig:
 
 def train(config: TrainerConfig, runtime: Runtime) -> dict:
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
-    output = open_store(config.output.uri, runtime.credentials["output"])
+    output = Patient(open_store(config.output.uri, runtime.credentials["output"]))
     if claim_output(output, config):
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
+        if runtime.is_main:  # a run killed between MANIFEST.json and this cleanup left them
+            checkpoint.delete_all(output, config.output.uri)
         return json.loads(output.read_bytes(join_uri(config.output.uri, "metrics.json")))
 
     scratch = runtime.scratch / config.job.uid
@@ -158,6 +165,7 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
                 state.epoch_losses.append(loss)
                 state.step_losses.append([epoch, state.step, loss])
                 progress.step(epoch, state.step, loss, tokens, padded, seconds)
+                log.debug("step %d/%d (epoch %d): loss %.4f", state.step, total_steps, epoch, loss)
                 stop = distributed.all_sum([float(bool(stop_request))], runtime)[0] > 0
                 interval = hp.checkpoint_interval_steps
                 if stop or (
@@ -220,7 +228,7 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
 def download(uri: str | None, dest: Path, credentials: dict[str, str]) -> Path | None:
     if uri is None:
         return None
-    open_store(uri, credentials).download_dir(uri, dest)
+    Patient(open_store(uri, credentials)).download_dir(uri, dest)
     return dest
 
 
@@ -310,6 +318,8 @@ class Saver:
         self.store, self.config, self.runtime = store, config, runtime
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.staging = scratch / "checkpoint-staging"
+        if runtime.is_main:  # what a save killed half-way left holds scratch space for nothing
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def save(self, state: TrainState) -> None:
         weights, optimizer = distributed.trainable_state(self.model, self.optimizer)
