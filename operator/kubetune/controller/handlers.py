@@ -4,11 +4,15 @@ FineTuneJobs are reconciled on create, on resume (operator restart), on spec cha
 timer (PyTorchJob state and progress.json); ModelHubs on the same events and a slower timer.
 """
 
+import contextlib
 import datetime
 import logging
+import threading
 import time
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from kubetune.config import OperatorConfig
 from kubetune.controller import finetunejob, modelhub
@@ -48,12 +52,17 @@ def build_registry(
     ours = {JOB_LABEL: kopf.PRESENT}
     kopf.index(*PYTORCHJOBS, labels=ours, registry=registry, id="pytorchjobs")(index_by_name)
 
+    one_at_a_time = PerJob()
+
     def reconcile_job(body, patch, retry, logger, hubs, pytorchjobs, **_):
-        started = time.monotonic()
-        seen = Seen(cluster, hubs, pytorchjobs)
-        outcome = finetunejob.reconcile(dict(body), seen, config, now())
-        metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
-        announce(body, outcome.status, logger)
+        uid = body["metadata"]["uid"]
+        with one_at_a_time.lock(uid), api_trouble_is_temporary(retry):
+            started = time.monotonic()
+            seen = Seen(cluster, hubs, pytorchjobs)
+            outcome = finetunejob.reconcile(dict(body), seen, config, now())
+            metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
+            if one_at_a_time.phase_changed(uid, outcome.status.get("phase")):
+                announce(body, outcome.status, logger)
         metrics.job_phase(body["metadata"]["uid"], outcome.status.get("phase"))
         if outcome.status != (body.get("status") or {}):
             patch.status.update(outcome.status)
@@ -68,7 +77,8 @@ def build_registry(
     kopf.timer(
         *JOBS,
         interval=config.progress_interval_seconds,
-        when=refreshable,
+        initial_delay=config.progress_interval_seconds,  # the change handlers go first
+        when=unfinished,
         registry=registry,
         id="refresh",
     )(refresh_job(reconcile_job))
@@ -76,10 +86,12 @@ def build_registry(
     @kopf.on.delete(*JOBS, registry=registry, optional=True)
     def forget_job(body, **_):
         metrics.job_phase(body["metadata"]["uid"], None)
+        one_at_a_time.forget(body["metadata"]["uid"])
 
-    def reconcile_hub(body, patch, hubs, pytorchjobs, **_):
+    def reconcile_hub(body, patch, hubs, pytorchjobs, retry=0, **_):
         started = time.monotonic()
-        status = modelhub.reconcile_hub(dict(body), Seen(cluster, hubs, pytorchjobs), now())
+        with api_trouble_is_temporary(retry):
+            status = modelhub.reconcile_hub(dict(body), Seen(cluster, hubs, pytorchjobs), now())
         metrics.reconcile_seconds.labels("ModelHub").observe(time.monotonic() - started)
         meta = body["metadata"]
         metrics.hub_models_ready.labels(meta["namespace"], meta["name"]).set(status["readyModels"])
@@ -95,15 +107,55 @@ def build_registry(
     return registry
 
 
-def refreshable(body, **_) -> bool:
+def unfinished(body, **_) -> bool:
     """Whether a job gets the timer, and so kopf's finalizer (kopf puts one on every object a
-    timer matches). Not before the change handlers have seen this generation: a new job's
-    first reconcile is not held up by a finalizer round trip. Not once its outcome stands:
-    finished jobs carry no finalizer, so they can be deleted with the operator gone."""
+    timer matches): from first sight, so that a job whose first status write failed (kopf
+    drops that event, and no other comes) is still reconciled; not once its outcome stands,
+    so finished jobs carry no finalizer and can be deleted with the operator gone."""
     status, generation = body.get("status") or {}, body["metadata"].get("generation", 1)
-    if status.get("observedGeneration") != generation:
-        return False  # the change handlers have this generation in hand; do not race them
     return not finetunejob.finished(status, generation)
+
+
+class PerJob:
+    """The timer and a change handler may fire for one job at once, in two threads: they take
+    turns. The phase last announced is kept, so the second, working from the same older body,
+    does not post the same event again."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._phases: dict[str, str | None] = {}
+
+    def lock(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def phase_changed(self, uid: str, phase: str | None) -> bool:
+        with self._guard:
+            changed = self._phases.get(uid, "") != phase
+            self._phases[uid] = phase
+            return changed
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+            self._phases.pop(uid, None)
+
+
+@contextlib.contextmanager
+def api_trouble_is_temporary(retry: int):
+    """A 5xx, 409 or 429 from the API server, or no answer, is retried with our backoff
+    (5 s, 10 s ...), not kopf's 60 s for an unexpected error."""
+    try:
+        yield
+    except ApiException as err:
+        if err.status in (409, 429) or (err.status or 500) >= 500:
+            message = f"API server answered {err.status} {err.reason}; retrying"
+            raise kopf.TemporaryError(message, delay=backoff(retry)) from None
+        raise
+    except urllib3.exceptions.HTTPError as err:
+        message = f"API server unreachable ({type(err).__name__}); retrying"
+        raise kopf.TemporaryError(message, delay=backoff(retry)) from None
 
 
 def refresh_job(reconcile_job):
