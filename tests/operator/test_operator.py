@@ -4,24 +4,19 @@ server over HTTP (our CRDs enforced), with model sources and outputs on a moto S
 import asyncio
 import json
 import urllib.request
-from contextlib import asynccontextmanager
 
 import boto3
-import kubernetes
 import pytest
 import pytest_asyncio
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.config import OperatorConfig
-from kubetune.controller.cluster import Cluster
-from kubetune.controller.handlers import build_registry
-from kubetune.controller.metrics import Metrics
 from tests.support.apiserver import (
     ApiServer,
     apiserver_fixture,  # noqa: F401 (the `apiserver` fixture)
-    run_operator,
 )
+from tests.support.operator import operator_in_loop
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     make_bucket,
     s3_endpoint_fixture,
@@ -89,16 +84,8 @@ async def cluster(apiserver: ApiServer) -> ApiServer:
     return apiserver
 
 
-@asynccontextmanager
-async def operator(api: ApiServer, config: OperatorConfig = CONFIG):
-    """The operator as `kubetune operator` builds it, against the test server."""
-    client_config = kubernetes.client.Configuration(host=api.url)
-    client_config.api_key = {"authorization": "Bearer dummy"}
-    metrics = Metrics()
-    cluster = Cluster(kubernetes.client.ApiClient(client_config))
-    registry = build_registry(config, cluster, metrics)
-    async with run_operator(api, registry, clusterwide=True):
-        yield metrics
+def operator(api: ApiServer, config: OperatorConfig = CONFIG):
+    return operator_in_loop(api, config)
 
 
 FINALIZER = "kubetune.io/finalizer"

@@ -21,12 +21,10 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import kubernetes
 import pytest
 import pytest_asyncio
 import yaml
@@ -35,12 +33,10 @@ from kubetune.api.manifests import read_documents
 from kubetune.api.v1alpha1 import Hyperparameters
 from kubetune.cli.main import main as kubetune_main
 from kubetune.config import OperatorConfig
-from kubetune.controller.cluster import Cluster
-from kubetune.controller.handlers import build_registry
-from kubetune.controller.metrics import Metrics
 from kubetune_trainer import train as trainer
 from tests.reliability.bad_datasets import DATASETS, BadData
-from tests.support.apiserver import ApiError, ApiServer, run_operator, serve
+from tests.support.apiserver import ApiError, ApiServer, serve
+from tests.support.operator import operator_in_loop
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     make_bucket,
     s3_endpoint_fixture,
@@ -116,14 +112,8 @@ def interleaved(first: list, second: list) -> list:
     return out + rest
 
 
-@asynccontextmanager
-async def operator(api: ApiServer):
-    """The operator as `kubetune operator` builds it, against the test server."""
-    client_config = kubernetes.client.Configuration(host=api.url)
-    client_config.api_key = {"authorization": "Bearer dummy"}
-    cluster = Cluster(kubernetes.client.ApiClient(client_config))
-    async with run_operator(api, build_registry(CONFIG, cluster, Metrics()), clusterwide=True):
-        yield
+def operator(api: ApiServer):
+    return operator_in_loop(api, CONFIG)
 
 
 def conditions(obj: dict) -> list[dict]:

@@ -17,11 +17,9 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import boto3
-import kubernetes
 import pytest
 import pytest_asyncio
 import yaml
@@ -29,9 +27,6 @@ import yaml
 from kubetune.api.v1alpha1 import FineTuneJob, Hyperparameters, ModelHub
 from kubetune.cli.operator_cmd import CREDENTIAL_LOGGERS, configure_logging
 from kubetune.config import OperatorConfig
-from kubetune.controller.cluster import Cluster
-from kubetune.controller.handlers import build_registry
-from kubetune.controller.metrics import Metrics
 from kubetune.local.files import FileHubs
 from kubetune.render.configmap import render_configmap
 from kubetune.render.pytorchjob import SECRET_PREFIXES, render_pytorchjob
@@ -40,7 +35,8 @@ from kubetune.resolve.plan import plan
 from kubetune_trainer.storage import StorageError, open_store
 from kubetune_trainer.templates import DataError, Template, parse_format
 from tests.chart.render import ALL, DEFAULT, find, objects, one, rendered
-from tests.support.apiserver import ApiError, ApiServer, run_operator, serve
+from tests.support.apiserver import ApiError, ApiServer, serve
+from tests.support.operator import operator_in_loop
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     make_bucket,
     s3_endpoint_fixture,
@@ -62,14 +58,8 @@ async def apiserver(tmp_path: Path) -> AsyncIterator[ApiServer]:
         yield server
 
 
-@asynccontextmanager
-async def operator(api: ApiServer):
-    """The operator as `kubetune operator` builds it, against the test server."""
-    client_config = kubernetes.client.Configuration(host=api.url)
-    client_config.api_key = {"authorization": "Bearer dummy"}
-    cluster = Cluster(kubernetes.client.ApiClient(client_config))
-    async with run_operator(api, build_registry(CONFIG, cluster, Metrics()), clusterwide=True):
-        yield
+def operator(api: ApiServer):
+    return operator_in_loop(api, CONFIG)
 
 
 def conditions(obj: dict) -> list[dict]:

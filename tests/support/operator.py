@@ -1,0 +1,25 @@
+"""The operator as `kubetune operator` builds it (our registry, a Cluster on the kubernetes
+client, Prometheus metrics), run by kopf in the test's own event loop against the test API
+server: for tests that need its handlers, not its process (tests.support.processes)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import kubernetes
+
+from kubetune.config import OperatorConfig
+from kubetune.controller.cluster import Cluster
+from kubetune.controller.handlers import build_registry
+from kubetune.controller.metrics import Metrics
+from tests.support.apiserver import ApiServer, run_operator
+
+
+@asynccontextmanager
+async def operator_in_loop(api: ApiServer, config: OperatorConfig) -> AsyncIterator[Metrics]:
+    """Running until the block ends; yields its metrics."""
+    client_config = kubernetes.client.Configuration(host=api.url)
+    client_config.api_key = {"authorization": "Bearer dummy"}
+    metrics = Metrics()
+    cluster = Cluster(kubernetes.client.ApiClient(client_config))
+    async with run_operator(api, build_registry(config, cluster, metrics), clusterwide=True):
+        yield metrics
