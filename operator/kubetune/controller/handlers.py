@@ -166,8 +166,8 @@ def api_trouble_is_temporary(retry: int):
 def refresh_job(reconcile_job, stopping: threading.Event):
     """The timer's view of a job: reconcile again; waiting is the timer's job, not kopf's.
     Once the operator is stopping, not at all: kopf leaves timers that outlive its shutdown
-    orphaned, and the interpreter then runs every queued one before it exits (seen: over 30 s
-    with 1,000 jobs, past a pod's grace period)."""
+    orphaned, and the interpreter runs every run still queued in the thread pool before it
+    exits; with 1,000 jobs those are many."""
 
     def refresh(body, patch, logger, **kwargs):
         if stopping.is_set():
