@@ -54,11 +54,14 @@ class Cluster:
         try:
             if body["kind"] == "ConfigMap":
                 self.core.create_namespaced_config_map(meta["namespace"], body)
-                return body
-            group, version, plural = KUBEFLOW
-            return self.custom.create_namespaced_custom_object(
-                group, version, meta["namespace"], plural, body
-            )
+                created = body
+            else:
+                group, version, plural = KUBEFLOW
+                created = self.custom.create_namespaced_custom_object(
+                    group, version, meta["namespace"], plural, body
+                )
+            log.info("%s %s/%s created", body["kind"], meta["namespace"], meta["name"])
+            return created
         except ApiException as err:
             if err.status != 409:
                 raise

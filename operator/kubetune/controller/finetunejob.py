@@ -63,7 +63,6 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
             return Outcome(build_status(observed, previous), problem)
         cluster.create(render_configmap(resolved, owner))
         pytorchjob = cluster.create(render_pytorchjob(resolved, config, owner))
-        log.info("%s/%s: PyTorchJob created", namespace, name)
     else:
         follow_suspend(pytorchjob, job, cluster)
 
