@@ -23,37 +23,10 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, from the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, from the repo
+from tests.reliability.operator_runs import NS, PLATFORM, hub, job  # noqa: E402
 from tests.support.apiserver import serve  # noqa: E402
 from tests.support.processes import start_operator, stop_operator  # noqa: E402
-
-NS, PLATFORM = "team-a", "ml-platform"
-
-
-def hub(bucket: str) -> dict:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "ModelHub",
-        "metadata": {"name": "curated", "namespace": PLATFORM},
-        "spec": {
-            "sharedWith": {"namespaces": [NS]},
-            "models": [{"modelId": "llama", "source": f"s3://{bucket}/llama/"}],
-        },
-    }
-
-
-def job(i: int) -> dict:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": f"job-{i:04d}", "namespace": NS},
-        "spec": {
-            "model": {"hubRef": {"name": "curated", "namespace": PLATFORM}, "modelId": "llama"},
-            "data": {"train": "s3://data/train/"},
-            "output": {"uri": f"s3://out/job-{i:04d}/"},
-            "resources": {"accelerator": "nvidia", "acceleratorsPerNode": 8, "nodes": 2},
-        },
-    }
 
 
 def request_kind(path: str) -> str:
@@ -116,7 +89,7 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
 
             async def create(i):
                 created[f"job-{i:04d}"] = time.monotonic()  # the create's own wait counts too
-                await api.create(job(i))
+                await api.create(job(f"job-{i:04d}", "data"))
 
             async def watch_children():
                 while len(seen) < jobs:
