@@ -4,10 +4,10 @@ once at startup. Every setting is documented where it is declared."""
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kubetune.api.manifests import describe_all
+from kubetune.api.safeload import CONFIG, LoadError, load_yaml, read_bounded
 from kubetune.api.v1alpha1.base import ApiObject
 from kubetune.api.v1alpha1.common import Quantity, SecretRef, StorageUri
 from kubetune.profiles import builtin_profiles
@@ -108,12 +108,14 @@ def load_config(path: Path | None) -> OperatorConfig:
     if path is None:
         return OperatorConfig()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(read_bounded(Path(path), CONFIG), CONFIG) or {}
         return OperatorConfig.model_validate(data)
     except OSError as err:
         raise ConfigError(f"{path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except LoadError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except ValidationError as err:
         problems = "; ".join(describe_all(err.errors()))
         raise ConfigError(f"{path}: invalid operator config: {problems}") from None

@@ -83,9 +83,9 @@ def test_documents_are_labelled_by_kind_and_name():
 
 def test_yaml_syntax_error_is_one_line_with_position():
     (doc,) = read_documents("f.yaml", "a: [\n")
-    assert problems(doc) == [
-        "invalid YAML: line 2, column 1: expected the node content, but found '<stream end>'"
-    ]
+    (line,) = problems(doc)
+    # libyaml's wording ("did not find expected node content"), or PyYAML's without libyaml
+    assert line.startswith("invalid YAML: line 2, column 1: ") and "node content" in line, line
 
 
 def test_other_kinds_and_non_objects():

@@ -190,6 +190,23 @@ INSTRUCTION = {
         "train/template.json",
         ["string fields 'prompt' and 'completion'"],
     ),
+    "template-duplicate-key": BadData(
+        {
+            "template.json": '{"prompt": "{instruction}", "prompt": "{context}", '
+            '"completion": " {response}"}',
+            "train.jsonl": jsonl(RECORD),
+        },
+        "train/template.json",
+        ["key 'prompt' appears twice"],
+    ),
+    "template-oversized": BadData(
+        {
+            "template.json": template("{instruction}" + " " * (1024 * 1024)),
+            "train.jsonl": jsonl(RECORD),
+        },
+        "train/template.json",
+        ["over the 1.0 MiB limit"],
+    ),
     "template-unbalanced-brace": BadData(
         {"template.json": template("{instruction"), "train.jsonl": jsonl(RECORD)},
         "train/template.json: prompt",

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.api.safeload import TEMPLATE, LoadError, read_bounded
+
 TEMPLATE_FILE = "template.json"
 
 # JumpStart's default instruction template (Dolly-style records: instruction, context,
@@ -32,16 +34,17 @@ class DataError(ValueError):
     """A problem with training or validation data; the message names the file and the reason."""
 
 
-def parse_json(text: str) -> object:
+def parse_json(text: str, unique_keys: bool = False) -> object:
     """json.loads, refusing with ValueError what is valid JSON but no usable record: nesting
     deeper than Python's recursion limit, integers longer than Python reads, and \\u escapes
     of lone surrogates (not text: no tokenizer encodes them). Syntax errors stay
-    json.JSONDecodeError, with their line and column."""
+    json.JSONDecodeError, with their line and column. `unique_keys` refuses an object that
+    names a key twice (for files people write by hand, as kubectl does for YAML)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique if unique_keys else None)
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, DuplicateKey):
         raise
     except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
         raise ValueError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
@@ -51,6 +54,19 @@ def parse_json(text: str) -> object:
         except UnicodeEncodeError:
             raise ValueError("a \\u escape encodes half of a surrogate pair, not text") from None
     return value
+
+
+class DuplicateKey(ValueError):
+    """An object names a key twice (json.loads would keep the last silently)."""
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise DuplicateKey(f"key {twice!r} appears twice in one object")
+    return found
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,9 @@ def load_template(folder: Path) -> Template:
             path=None,
         )
     try:
-        spec = parse_json(path.read_bytes().decode("utf-8-sig"))
+        spec = parse_json(read_bounded(path, TEMPLATE), unique_keys=True)
+    except LoadError as e:
+        raise DataError(f"{path}: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except json.JSONDecodeError as e:

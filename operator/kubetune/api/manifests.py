@@ -1,11 +1,10 @@
 """Read kubetune manifests from YAML and judge them as the API server would.
 
-YAML is read with YAML 1.2 number rules (`1e-4` is a float, as for kubectl), nulls are
+YAML is read within bounds (`safeload`: size, depth, aliases, duplicate keys), nulls are
 pruned (the API server drops nulls of non-nullable fields), then the pydantic types decide.
 Every problem is one line: `FILE: Kind/NAME: field.path: value: rule`.
 """
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,25 +13,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from kubetune.api.safeload import MANIFEST, LoadError, load_yaml_all, read_bounded
 from kubetune.api.v1alpha1 import API_VERSION, KINDS
 from kubetune.api.v1alpha1.common import PATTERN_RULES
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML follows YAML 1.1, where `1e-4` is a string; kubectl reads it as a number."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)"
-        r"|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
 
 
 @dataclass
@@ -55,16 +38,17 @@ class Document:
 
 
 def read_documents(source: str, text: str) -> Iterator[Document]:
-    """Every non-empty document of a multi-document YAML text; a syntax error ends the file."""
+    """Every non-empty document of a multi-document YAML text; a syntax error or a limit ends
+    the file (nothing of a file over a limit is built)."""
     index, found = 0, 0
     try:
-        for body in yaml.load_all(text, Loader=_Yaml12Loader):
+        for body in load_yaml_all(text, MANIFEST):
             if body is not None:
                 found += 1
                 yield Document(source, index, body)
             index += 1
-    except yaml.YAMLError as err:
-        yield Document(source, index, error=f"invalid YAML: {_yaml_error(err)}")
+    except LoadError as err:
+        yield Document(source, index, error=str(err))
         return
     if not found:
         yield Document(source, 0, error="no objects in this file")
@@ -72,7 +56,10 @@ def read_documents(source: str, text: str) -> Iterator[Document]:
 
 def read_file(path: Path) -> Iterator[Document]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MANIFEST)
+    except LoadError as err:
+        yield Document(str(path), 0, error=str(err))
+        return
     except (OSError, UnicodeDecodeError) as err:
         yield Document(str(path), 0, error=f"cannot read: {getattr(err, 'strerror', None) or err}")
         return
@@ -213,9 +200,3 @@ def _show(value: Any) -> str:
         if isinstance(value, str)
         else yaml.safe_dump(value).strip().removesuffix("\n...")
     )
-
-
-def _yaml_error(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

@@ -5,15 +5,7 @@ import logging
 import random
 from pathlib import Path
 
-import kopf
-from kubernetes import client
-from kubernetes import config as kubeconfig
-from prometheus_client import start_http_server
-
 from kubetune.config import ConfigError, load_config
-from kubetune.controller.cluster import Cluster
-from kubetune.controller.handlers import build_registry
-from kubetune.controller.metrics import Metrics
 
 PEERING = "kubetune"
 # Loggers that write credentials at DEBUG: botocore logs every signed S3 request, headers and
@@ -55,6 +47,17 @@ def port(text: str) -> int:
 
 
 def run(args) -> int:
+    # Imported here: kopf and the kubernetes client take a second to import, which every other
+    # subcommand (and `kubetune --help`) would pay for.
+    import kopf
+    from kubernetes import client
+    from kubernetes import config as kubeconfig
+    from prometheus_client import start_http_server
+
+    from kubetune.controller.cluster import Cluster
+    from kubetune.controller.handlers import build_registry
+    from kubetune.controller.metrics import Metrics
+
     configure_logging(args.log_level)
     try:
         config = load_config(args.config)
