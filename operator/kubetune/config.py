@@ -13,6 +13,7 @@ from kubetune.api.v1alpha1.common import Quantity, SecretRef, StorageUri
 from kubetune.profiles import builtin_profiles
 
 DEFAULT_IMAGE = "ghcr.io/kubetune/trainer"
+CONFIGMAP_KEY = "config.yaml"  # the chart's ConfigMap (templates/configmap.yaml) holds the file
 DEFAULT_TAG = "0.1.0"
 
 
@@ -104,11 +105,18 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path | None) -> OperatorConfig:
-    """The file's settings over the defaults; no file: the defaults."""
+    """The file's settings over the defaults; no file: the defaults. The file is the config
+    itself, or the chart's ConfigMap holding it, so that `helm template ... --show-only
+    templates/configmap.yaml` turns chart values into what `kubetune render --config` takes."""
     if path is None:
         return OperatorConfig()
     try:
         data = load_yaml(read_bounded(Path(path), CONFIG), CONFIG) or {}
+        if isinstance(data, dict) and data.get("kind") == "ConfigMap":
+            embedded = (data.get("data") or {}).get(CONFIGMAP_KEY)
+            if not isinstance(embedded, str):
+                raise ConfigError(f"{path}: a ConfigMap without data.{CONFIGMAP_KEY}")
+            data = load_yaml(embedded, CONFIG) or {}
         return OperatorConfig.model_validate(data)
     except OSError as err:
         raise ConfigError(f"{path}: {err.strerror}") from None

@@ -46,6 +46,21 @@ TAINTS = {  # the taints EKS GPU and Neuron node groups usually carry
 }
 
 
+# Requests of a pod whose job, hub and operator config name no cpu/memory: per accelerator
+# device (per pod for CPU jobs), sized to fit the smallest common node of the kind with room
+# for system daemons: g5/g6.xlarge (1 GPU, 4 vCPU, 16 GiB), trn1.2xlarge (1 device, 8 vCPU,
+# 32 GiB). A job on bigger nodes should say more, or use instanceType.
+# kind: (vCPUs, memory GiB)
+DEFAULT_REQUESTS = {"nvidia": (3, 12), "neuron": (6, 24), "none": (2, 8)}
+
+
+def default_requests(accelerator: str, devices: int) -> tuple[str, str]:
+    """(cpu, memory) requests for `devices` accelerators of a kind (CPU jobs: one pod)."""
+    cpus, gib = DEFAULT_REQUESTS[accelerator]
+    scale = max(devices, 1)
+    return str(cpus * scale), f"{gib * scale}Gi"
+
+
 def builtin_profiles() -> dict[str, dict]:
     """The profiles as OperatorConfig reads them (camelCase, like the chart's values)."""
     return {

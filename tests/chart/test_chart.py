@@ -14,6 +14,7 @@ from kubetune.api.v1alpha1 import common
 from kubetune.cli.main import parser
 from kubetune.cli.operator_cmd import PEERING
 from kubetune.config import (
+    ConfigError,
     DefaultOutput,
     DefaultResources,
     Images,
@@ -243,6 +244,19 @@ def test_all_options_values_arrive_in_the_config(tmp_path):
     assert config.instance_profiles["c7i.8xlarge"].accelerator == "none"
     assert "p5.48xlarge" in config.instance_profiles  # built-ins stay
     assert (config.shm_size, config.termination_grace_seconds) == ("32Gi", 300)
+
+
+def test_chart_values_become_the_file_render_takes(tmp_path):
+    """Chart values and config keys are spelled differently (trainer.shmSize -> shmSize): the
+    chart's own ConfigMap, from `helm template --show-only`, is what `--config` reads."""
+    configmap = template("-f", str(ALL_OPTIONS), "--show-only", "templates/configmap.yaml")
+    path = tmp_path / "configmap.yaml"
+    path.write_text(configmap)
+    config = load_config(path)
+    assert (config.shm_size, config.default_queue_name) == ("32Gi", "ml-default")
+    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {}\n")
+    with pytest.raises(ConfigError, match="a ConfigMap without data.config.yaml"):
+        load_config(path)
 
 
 def fields(model) -> set[str]:

@@ -1,6 +1,7 @@
 """Rendering is pure: the same Plan gives the same children, they validate against the
 Training Operator's PyTorchJob CRD, and every pod is locked down."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,12 +12,10 @@ from openapi_schema_validator import OAS30Validator
 from kubetune.config import OperatorConfig
 from kubetune.render.configmap import render_configmap
 from kubetune.render.pytorchjob import render_pytorchjob
-from tests.operator.test_resolve import job, resolve
+from tests.operator.test_resolve import HUB, PUBLIC, job, resolve
+from tests.support.upstream import pytorchjob_crd, why_not
 
 GOLDEN = Path(__file__).parent / "golden"
-PYTORCHJOB_CRD = (
-    Path(__file__).parents[3] / "shared" / "crds-thirdparty" / ("kubeflow.org_pytorchjobs.yaml")
-)
 OWNER = {"name": "bot", "uid": "uid-1"}
 
 
@@ -57,9 +56,9 @@ def test_render_matches_golden_yaml(case, request):
 
 @pytest.mark.parametrize("case", CASES)
 def test_pytorchjob_validates_against_the_training_operator_crd(case):
-    if not PYTORCHJOB_CRD.exists():
-        pytest.skip(f"{PYTORCHJOB_CRD} is absent: the PyTorchJob CRD cannot be checked here")
-    crd = yaml.safe_load(PYTORCHJOB_CRD.read_text())
+    if not pytorchjob_crd():
+        pytest.skip(why_not())
+    crd = yaml.safe_load(pytorchjob_crd().read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     _, pytorchjob = rendered(**CASES[case])
     errors = sorted(OAS30Validator(schema).iter_errors(pytorchjob), key=str)
@@ -74,11 +73,9 @@ def test_replicas_processes_and_accelerators():
     limits = replicas["Worker"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "8"
     policy = pj["spec"]["runPolicy"]
-    assert policy["schedulingPolicy"] == {
-        "minAvailable": 4,
-        "queue": "team-a",
-        "priorityClass": "low",
-    }
+    # schedulingPolicy is read by gang schedulers (Volcano, scheduler-plugins) only; its
+    # `queue` would name a Volcano queue, so Kueue's queue is the label alone.
+    assert policy["schedulingPolicy"] == {"minAvailable": 4, "priorityClass": "low"}
     assert policy["suspend"] is True  # Kueue admits it by unsuspending
     assert pj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     _, pj = rendered(**CASES["single-node-instance-type"])
@@ -124,3 +121,74 @@ def test_children_are_owned_by_the_job_and_named_deterministically():
         assert child["metadata"]["labels"]["kubetune.io/finetunejob"] == "bot"
     assert (configmap["metadata"]["name"], pj["metadata"]["name"]) == ("bot-trainer-config", "bot")
     assert rendered() == rendered()
+
+
+GPU = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+NEURON = {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}
+CUSTOM = {"a100.box": {"accelerator": "nvidia", "accelerators": 2, "processesPerNode": 2}}
+SIZED = {"accelerator": "nvidia", "acceleratorsPerNode": 2, "cpu": 20, "memory": "80Gi"}
+# name: (job resources, hub model's default resources, operator config,
+#        expected toleration, cpu, memory, (accelerator resource, count))
+COMPUTE_PATHS = {
+    "instance-type": ({"instanceType": "g5.12xlarge"}, None, {},
+                      GPU, "43", "163Gi", ("nvidia.com/gpu", "4")),
+    "by-count": ({"accelerator": "nvidia", "acceleratorsPerNode": 4}, None, {},
+                 GPU, "12", "48Gi", ("nvidia.com/gpu", "4")),
+    "hub-defaults": (None, {"accelerator": "nvidia", "acceleratorsPerNode": 4}, {},
+                     GPU, "12", "48Gi", ("nvidia.com/gpu", "4")),
+    "operator-default": (None, {}, {}, GPU, "3", "12Gi", ("nvidia.com/gpu", "1")),
+    "operator-default-sized": (None, {}, {"defaultResources": SIZED},
+                               GPU, "20", "80Gi", ("nvidia.com/gpu", "2")),
+    "neuron-by-count": ({"accelerator": "neuron", "acceleratorsPerNode": 2}, None, {},
+                        NEURON, "12", "48Gi", ("aws.amazon.com/neuron", "2")),
+    "trainium-instance": ({"instanceType": "trn1.32xlarge"}, None, {},
+                          NEURON, "115", "435Gi", ("aws.amazon.com/neuron", "16")),
+    "custom-profile": ({"instanceType": "a100.box"}, None, {"instanceProfiles": CUSTOM},
+                       GPU, "6", "24Gi", ("nvidia.com/gpu", "2")),
+    "cpu": ({"accelerator": "none"}, None, {}, None, "2", "8Gi", None),
+    "by-count-sized": ({"accelerator": "nvidia", "cpu": 7, "memory": "30Gi"}, None, {},
+                       GPU, "7", "30Gi", ("nvidia.com/gpu", "1")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "resources, hub_defaults, operator, toleration, cpu, memory, accelerators",
+    COMPUTE_PATHS.values(),
+    ids=COMPUTE_PATHS,
+)
+def test_every_compute_path_schedules_on_tainted_nodes_as_guaranteed_pods(
+    resources, hub_defaults, operator, toleration, cpu, memory, accelerators
+):
+    """GPU and Neuron node groups are tainted (docs/install-eks.md); pods of any compute path
+    tolerate their kind's taint, request and limit CPU and memory alike (Guaranteed QoS, never
+    BestEffort), request the scratch disk, and mount no API token."""
+    hub = copy.deepcopy(HUB)
+    if hub_defaults is not None:
+        hub["spec"]["models"][0]["defaults"]["resources"] = hub_defaults
+    config = OperatorConfig.model_validate(operator)
+    spec = {"resources": resources} if resources else {}
+    plan = resolve(job(**spec), hub, PUBLIC, config=config)
+    for pod in pods(render_pytorchjob(plan, config, OWNER)):
+        if toleration:
+            assert toleration in pod["tolerations"]
+        else:
+            assert "tolerations" not in pod
+        assert pod["automountServiceAccountToken"] is False
+        [container] = pod["containers"]
+        resources = container["resources"]
+        assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == cpu
+        assert resources["requests"]["memory"] == resources["limits"]["memory"] == memory
+        assert resources["requests"]["ephemeral-storage"] == str(config.scratch_size)
+        if accelerators:
+            name, count = accelerators
+            assert resources["requests"][name] == resources["limits"][name] == count
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_replicas_restart_by_the_exit_code_contract():
+    _, pj = rendered(**CASES["multi-node-queued"])
+    for replica in pj["spec"]["pytorchReplicaSpecs"].values():
+        assert replica["restartPolicy"] == "ExitCode"  # 1-127 fail at once, 128-255 retry
+    configmap, _ = rendered(**CASES["multi-node-queued"])
+    config = json.loads(configmap["data"]["config.json"])
+    assert config["maxAttempts"] == 6  # runPolicy.backoffLimit 5 + the first start

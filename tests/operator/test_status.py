@@ -144,3 +144,40 @@ def test_spec_the_api_server_let_through_but_we_refuse_fails_validated():
         "Validated": ("False", "InvalidSpec"),
         "Failed": ("True", "InvalidSpec"),
     }
+
+
+def trainer_pod(*terminated):
+    """A pod of the training job whose trainer container ended (state, then lastState)."""
+    states = [{"terminated": t} for t in terminated] + [None, None]
+    status = {"name": "pytorch", "state": states[0], "lastState": states[1]}
+    return {"metadata": {"name": "bot-master-0"}, "status": {"containerStatuses": [status]}}
+
+
+def test_a_failed_job_says_what_the_trainer_said():
+    """The Training Operator's own message only counts replicas; the termination message of
+    the pod that failed permanently says what to fix."""
+    data_error = {"exitCode": 2, "message": "s3://d/train.csv: header row\nis empty",
+                  "finishedAt": T0}  # fmt: skip
+    preempted = {"exitCode": 143, "message": "stopped by SIGTERM", "finishedAt": T1}
+    seen = observe(
+        pytorchjob=pytorchjob("Created", "Failed"),
+        pods=[trainer_pod(preempted), trainer_pod(data_error)],
+    )
+    status = build_status(seen, None)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == (
+        "InvalidInput",
+        "s3://d/train.csv: header row is empty",
+    )
+
+
+def test_a_failure_without_a_termination_message_keeps_the_training_operators_words():
+    job_failed = pytorchjob("Created", "Failed")
+    job_failed["status"]["conditions"][-1]["message"] = 'job "bot" is failing because ...'
+    status = build_status(observe(pytorchjob=job_failed, pods=[]), None)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PyTorchJobFailed" and failed["message"].startswith("job")
+    gave_up = {"exitCode": 3, "message": "started 5 times", "finishedAt": T0}
+    status = build_status(observe(pytorchjob=job_failed, pods=[trainer_pod(gave_up)]), None)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == ("BackoffLimitExceeded", "started 5 times")

@@ -36,10 +36,10 @@ from openapi_schema_validator import OAS30Validator
 from tests.support.apiserver_fidelity import NAMESPACES, ApiCall, FidelityEmulator, Obj
 from tests.support.apiserver_rules import CrdValidator
 from tests.support.kubeconfig import jsonpath, kubectl, table_renderer, write_kubeconfig
+from tests.support.upstream import pytorchjob_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
-PYTORCHJOB_CRD = ROOT.parent / "shared" / "crds-thirdparty" / "kubeflow.org_pytorchjobs.yaml"
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 MERGE_PATCH = "application/merge-patch+json"
 Objs = list[Obj]  # a name for `list[...]` that the `list` method below does not shadow
@@ -172,7 +172,8 @@ def build_emulator(validate: bool = True, short_history: bool = False) -> Fideli
         # Without the built-ins kopf finishes discovery and then silently watches nothing.
         emulator.resources.load_bundled()
     gates, columns = {}, {}
-    optional = [PYTORCHJOB_CRD] if PYTORCHJOB_CRD.exists() else []  # data beside the project
+    crd = pytorchjob_crd()
+    optional = [crd] if crd else []  # from the pinned Training Operator module
     for path in OUR_CRDS + optional:
         resource = _register(emulator, _load(path))
         gates[resource] = _gate(path)

@@ -13,13 +13,13 @@ import pytest_asyncio
 
 from kubetune.api.manifests import read_file
 from tests.support.apiserver import (
-    PYTORCHJOB_CRD,
     ApiError,
     ApiServer,
     apiserver_fixture,  # noqa: F401  (the `apiserver` fixture)
     jsonpath,
     run_operator,
 )
+from tests.support.upstream import pytorchjob_crd, why_not
 
 pytestmark = pytest.mark.asyncio
 
@@ -300,7 +300,7 @@ async def test_status_subresource_writes_only_status_and_main_writes_never_do(ap
     assert error.value.status == 422 and "status.phase" in error.value.message
 
 
-@pytest.mark.skipif(not PYTORCHJOB_CRD.exists(), reason=f"no {PYTORCHJOB_CRD}")
+@pytest.mark.skipif(not pytorchjob_crd(), reason=why_not())
 async def test_pytorchjobs_are_served_and_checked_against_their_schema(api):
     template = {"spec": {"containers": [{"name": "pytorch", "image": "trainer:1"}]}}
     job = {

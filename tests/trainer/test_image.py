@@ -4,6 +4,7 @@ entrypoint run under bash with a fake torchrun that records how it was called.""
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,67 +85,83 @@ def test_base_image_torch_matches_the_pinned_torch():
 # --- entrypoint ---------------------------------------------------------------------------
 
 
-def test_entrypoint_is_valid_bash_and_execs_torchrun_with_the_pytorchjob_env():
+def test_entrypoint_is_valid_bash_and_execs_the_launcher():
     subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=True)
-    text = ENTRYPOINT.read_text()
-    assert re.search(r"^exec torchrun ", text, re.M)
-    for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR"):
-        assert "${" + variable + ":-" in text
-    assert "-m kubetune_trainer.train" in text
-    assert f"${{KUBETUNE_CONFIG:-{DEFAULT_PATH}}}" in text
+    assert re.search(
+        r"^exec python -m kubetune_trainer.launch \"\$@\"$", ENTRYPOINT.read_text(), re.M
+    )
 
 
 @pytest.fixture
 def fake_torchrun(tmp_path: Path) -> Path:
-    """A `torchrun` on PATH that writes its pid and its arguments, one per line, to calls.txt."""
+    """A `torchrun` on PATH that writes its parent's pid and its arguments, one per line, to
+    calls.txt, then runs the body in $FAKE_TORCHRUN (default: exit 0)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "torchrun"
     calls = tmp_path / "calls.txt"
-    script.write_text(f'#!/bin/sh\necho $$ > {calls}\nprintf "%s\\n" "$@" >> {calls}\n')
+    script.write_text(
+        f'#!/bin/sh\necho $PPID > {calls}\nprintf "%s\\n" "$@" >> {calls}\n'
+        'eval "${FAKE_TORCHRUN:-exit 0}"\n'
+    )
     script.chmod(0o755)
     return bin_dir
 
 
-def run_entrypoint(tmp_path: Path, bin_dir: Path, variables: dict, *args: str) -> list[str]:
-    """Run the entrypoint; returns torchrun's arguments after checking it replaced the shell."""
-    environment = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",  # the fake torchrun first; bash and mkdir after
+def entrypoint_env(tmp_path: Path, bin_dir: Path, variables: dict) -> dict:
+    return {
+        # the fake torchrun first; then this venv's python, bash and mkdir
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": str(tmp_path / "scratch" / "home"),
         "TMPDIR": str(tmp_path / "scratch" / "tmp"),
         **variables,
     }
+
+
+def run_entrypoint(tmp_path: Path, bin_dir: Path, variables: dict, *args: str) -> list[str]:
+    """Run the entrypoint; returns torchrun's arguments after checking that the launcher
+    replaced the shell (it is the process Kubernetes signals) and started torchrun."""
+    environment = entrypoint_env(tmp_path, bin_dir, variables)
     process = subprocess.Popen(["bash", str(ENTRYPOINT), *args], env=environment)
-    assert process.wait(timeout=30) == 0
+    assert process.wait(timeout=60) == 0
     pid, *arguments = (tmp_path / "calls.txt").read_text().splitlines()
-    assert int(pid) == process.pid  # exec: torchrun is the process Kubernetes signals
+    assert int(pid) == process.pid
     assert (tmp_path / "scratch" / "tmp").is_dir() and (tmp_path / "scratch" / "home").is_dir()
     return arguments
 
 
+PYTORCHJOB_WORKER_0 = {  # what the Training Operator sets on worker 0 of 1 master + 2 workers
+    "PET_NNODES": "3",
+    "PET_NPROC_PER_NODE": "8",
+    "PET_NODE_RANK": "1",
+    "MASTER_ADDR": "tune-master-0",
+    "MASTER_PORT": "23456",
+    "KUBETUNE_CONFIG": "/config/job.json",
+}
+TORCHRUN_ARGS = [
+    "--nnodes=3",
+    "--nproc_per_node=8",
+    "--node_rank=1",
+    "--master_addr=tune-master-0",
+    "--master_port=23456",
+    "-m",
+    "kubetune_trainer.train",
+    "--config",
+    "/config/job.json",
+]
+
+
 def test_entrypoint_passes_the_pytorchjob_topology_to_torchrun(tmp_path, fake_torchrun):
-    # What the Training Operator sets on the pod of worker 0 in a job of 1 master + 2 workers.
-    variables = {
-        "PET_NNODES": "3",
-        "PET_NPROC_PER_NODE": "8",
-        "PET_NODE_RANK": "1",
-        "MASTER_ADDR": "tune-master-0",
-        "MASTER_PORT": "23456",
-        "KUBETUNE_CONFIG": "/config/job.json",
-    }
-    assert run_entrypoint(tmp_path, fake_torchrun, variables, "--extra", "a b") == [
-        "--nnodes=3",
-        "--nproc_per_node=8",
-        "--node_rank=1",
-        "--master_addr=tune-master-0",
-        "--master_port=23456",
-        "-m",
-        "kubetune_trainer.train",
-        "--config",
-        "/config/job.json",
-        "--extra",
-        "a b",
-    ]
+    arguments = run_entrypoint(tmp_path, fake_torchrun, PYTORCHJOB_WORKER_0, "--extra", "a b")
+    assert arguments == [*TORCHRUN_ARGS, "--extra", "a b"]
+
+
+def test_entrypoint_takes_the_trainjob_master_variables(tmp_path, fake_torchrun):
+    # Kubeflow Trainer sets PET_MASTER_ADDR/PET_MASTER_PORT and no plain MASTER_ADDR.
+    variables = {k: v for k, v in PYTORCHJOB_WORKER_0.items() if not k.startswith("MASTER_")}
+    variables |= {"PET_MASTER_ADDR": "tune-node-0-0.tune", "PET_MASTER_PORT": "23456"}
+    arguments = run_entrypoint(tmp_path, fake_torchrun, variables)
+    assert arguments == [a.replace("tune-master-0", "tune-node-0-0.tune") for a in TORCHRUN_ARGS]
 
 
 def test_entrypoint_defaults_to_one_process_on_one_node(tmp_path, fake_torchrun):

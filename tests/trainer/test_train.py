@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+from kubetune.api.v1alpha1.exits import ExitCode
+from kubetune_trainer.artifacts import RetriesExhausted, claim_output
+from kubetune_trainer.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.training import config_for, make_job, runtime
 
@@ -55,4 +58,27 @@ def test_rerun_of_a_finished_job_does_nothing_and_another_job_is_refused(job):
     assert "holds the output of job test/tiny (uid uid-1); choose another output URI" in (
         result.stderr
     )
+    assert "Traceback" not in result.stderr
+
+
+def test_starts_beyond_max_attempts_fail_permanently(job):
+    """The Training Operator recreates pods that exit retryably without counting them against
+    backoffLimit: the trainer counts its own starts and gives up past max_attempts (exit 3)."""
+    config = config_for(job).model_copy(update={"max_attempts": 2})
+    store = open_store(config.output.uri, {})
+    for start in (1, 2):  # rank 0 of each new pod counts; other ranks only check
+        assert claim_output(store, config, count_start=True) is False
+        assert claim_output(store, config, count_start=False) is False
+        assert json.loads((job / "out" / "job.json").read_text())["starts"] == start
+    with pytest.raises(RetriesExhausted, match="started 3 times, more than the 2 that runPolicy"):
+        claim_output(store, config, count_start=True)
+    path = job / "config.json"
+    path.write_text(config.model_dump_json(by_alias=True))
+    result = subprocess.run(
+        [sys.executable, "-m", "kubetune_trainer.train", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"KUBETUNE_SCRATCH": str(job / "s")},
+    )
+    assert result.returncode == ExitCode.RETRIES_EXHAUSTED, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

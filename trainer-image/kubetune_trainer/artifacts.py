@@ -28,19 +28,33 @@ class OutputTaken(ValueError):
     """The output URI belongs to another job."""
 
 
-def claim_output(store, config: TrainerConfig) -> bool:
-    """Claim the output prefix for this job; True when its artifacts are already complete."""
+class RetriesExhausted(RuntimeError):
+    """This job was started more often than its config allows (max_attempts)."""
+
+
+def claim_output(store, config: TrainerConfig, count_start: bool) -> bool:
+    """Claim the output prefix for this job; True when its artifacts are already complete.
+    `count_start` (rank 0): count this start in the owner file, within max_attempts."""
     owner_uri = join_uri(config.output.uri, OWNER)
-    me = config.job.model_dump(by_alias=True)
-    if store.exists(owner_uri):
-        owner = json.loads(store.read_bytes(owner_uri))
-        if owner.get("uid") != config.job.uid:
-            raise OutputTaken(
-                f"{config.output.uri}: holds the output of job {owner.get('namespace')}/"
-                f"{owner.get('name')} (uid {owner.get('uid')}); choose another output URI"
-            )
-        return store.exists(join_uri(config.output.uri, MANIFEST))
-    store.write_bytes(owner_uri, json.dumps(me).encode())
+    owner = json.loads(store.read_bytes(owner_uri)) if store.exists(owner_uri) else None
+    if owner is not None and owner.get("uid") != config.job.uid:
+        raise OutputTaken(
+            f"{config.output.uri}: holds the output of job {owner.get('namespace')}/"
+            f"{owner.get('name')} (uid {owner.get('uid')}); choose another output URI"
+        )
+    complete = owner is not None and store.exists(join_uri(config.output.uri, MANIFEST))
+    if complete or (owner is not None and not count_start):
+        return complete
+    starts = (owner or {}).get("starts", 0) + (1 if count_start else 0)
+    if config.max_attempts is not None and starts > config.max_attempts:
+        raise RetriesExhausted(
+            f"started {starts} times, more than the {config.max_attempts} that "
+            f"runPolicy.backoffLimit allows ({config.max_attempts - 1} retries); the earlier "
+            "starts ended retryably (preemption, out of memory, a lost node or storage): see "
+            "the pods' events and logs"
+        )
+    record = {**config.job.model_dump(by_alias=True), "starts": starts}
+    store.write_bytes(owner_uri, json.dumps(record).encode())
     return False
 
 

@@ -28,6 +28,7 @@ class Runtime:
     scratch: Path  # KUBETUNE_SCRATCH: downloads and staging; an emptyDir in the pod
     device: torch.device
     log_level: str  # KUBETUNE_LOG_LEVEL: the trainer's own logs; DEBUG adds a line per step
+    exit_dir: Path | None = None  # KUBETUNE_EXIT_DIR: where the launcher reads how ranks ended
     # Per storage channel (model, data, output): S3 settings from KUBETUNE_<CHANNEL>_AWS_*,
     # which the operator sets from each channel's Secret with an envFrom prefix. A channel
     # without them uses boto3's usual chain: plain AWS_* variables, IRSA, pod identity.
@@ -48,6 +49,7 @@ class Runtime:
             scratch=Path(env.get("KUBETUNE_SCRATCH", "/tmp/kubetune")),
             device=device,
             log_level=log_level(env.get("KUBETUNE_LOG_LEVEL", "INFO")),
+            exit_dir=Path(env["KUBETUNE_EXIT_DIR"]) if env.get("KUBETUNE_EXIT_DIR") else None,
             credentials={c: channel_credentials(env, c) for c in CHANNELS},
         )
 

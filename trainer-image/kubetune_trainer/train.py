@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from transformers import get_scheduler
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
 from kubetune_trainer import checkpoint, distributed
-from kubetune_trainer.artifacts import OutputTaken, claim_output, export
+from kubetune_trainer.artifacts import OutputTaken, RetriesExhausted, claim_output, export
 from kubetune_trainer.batches import (
     collate,
     count_labels,
@@ -32,6 +33,7 @@ from kubetune_trainer.batches import (
 )
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
 from kubetune_trainer.data import DataError, load_splits
+from kubetune_trainer.launch import record_exit
 from kubetune_trainer.model import ModelError, compute_dtype, load_model, load_tokenizer
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.packing import Row, one_per_row, pack
@@ -57,15 +59,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     for ours in ("kubetune", "kubetune_trainer"):  # DEBUG: a line per step; libraries stay at INFO
         logging.getLogger(ours).setLevel(runtime.log_level)
+    code, message = run(args, runtime)
+    record_exit(runtime.exit_dir, runtime.rank, code, message)
+    return code
+
+
+def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
+    """Train, and say how it ended by the exit-code contract (kubetune.api.v1alpha1.exits)."""
     try:
         train(read_config(args.config), runtime)
     except Stopped as stopped:
         log.warning("%s", stopped)
-        return stopped.exit_code
-    except (ConfigError, DataError, ModelError, NoSpace, OutputTaken, StorageError) as err:
+        return stopped.exit_code, str(stopped)
+    except StorageError as err:
+        log.error("%s", err)
+        return (ExitCode.INFRASTRUCTURE if err.transient else ExitCode.USER_ERROR), str(err)
+    except (ConfigError, DataError, ModelError, NoSpace, OutputTaken, RetriesExhausted) as err:
         log.error("%s", err)  # the user's to fix: one line, no traceback
-        return 2
-    return 0
+        code = ExitCode.RETRIES_EXHAUSTED if isinstance(err, RetriesExhausted) else None
+        return code or ExitCode.USER_ERROR, str(err)
+    except (torch.distributed.DistError, ConnectionError, TimeoutError) as err:
+        log.exception("lost contact with the other ranks or a service; a new pod resumes")
+        return ExitCode.INFRASTRUCTURE, f"{type(err).__name__}: {one_line(err)}"
+    except Exception as err:
+        log.exception("unexpected error in the trainer")
+        return ExitCode.TRAINER_ERROR, f"unexpected {type(err).__name__}: {one_line(err)}"
+    return ExitCode.SUCCEEDED, ""
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:1000]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,7 +112,7 @@ def read_config(path: str) -> TrainerConfig:
 def train(config: TrainerConfig, runtime: Runtime) -> dict:
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
     output = Patient(open_store(config.output.uri, runtime.credentials["output"]))
-    if claim_output(output, config):
+    if claim_output(output, config, count_start=runtime.is_main):
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         if runtime.is_main:  # a run killed between MANIFEST.json and this cleanup left them
             checkpoint.delete_all(output, config.output.uri)

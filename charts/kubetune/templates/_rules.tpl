@@ -26,6 +26,10 @@ these rules grant more or less than both together. No wildcards.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Pods of a failed training job: their termination message says why (list only, no logs).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Events on FineTuneJobs (phase changes, failures).
 - apiGroups: [""]
   resources: [events]

@@ -57,6 +57,7 @@ def run(args) -> int:
     from kubetune.controller.cluster import Cluster
     from kubetune.controller.handlers import build_registry
     from kubetune.controller.metrics import Metrics
+    from kubetune.controller.preflight import peering_served, unreachable
 
     configure_logging(args.log_level)
     try:
@@ -67,10 +68,20 @@ def run(args) -> int:
     try:
         kubeconfig.load_incluster_config()
     except kubeconfig.ConfigException:
-        kubeconfig.load_kube_config()
+        try:
+            kubeconfig.load_kube_config()
+        except (kubeconfig.ConfigException, OSError) as err:
+            logging.error("no cluster to talk to: not in a pod, and the kubeconfig: %s", err)
+            return 2
+    api = client.ApiClient()
+    problem = unreachable(api)
+    if problem:
+        logging.error("%s", problem)
+        return 2
+    standalone = args.standalone or not peering_served(api)
     metrics = Metrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
-    registry = build_registry(config, Cluster(client.ApiClient()), metrics)
+    registry = build_registry(config, Cluster(api), metrics)
     # A registry of our own has none of kopf's default login handlers: log in as the
     # kubernetes client just did (service account token, or the kubeconfig's credentials).
     kopf.on.login(registry=registry)(kopf.login_via_client)
@@ -79,8 +90,8 @@ def run(args) -> int:
         registry=registry,
         namespaces=args.namespace or [],
         clusterwide=not namespaced,
-        standalone=args.standalone,
-        peering_name=None if args.standalone else PEERING,
+        standalone=standalone,
+        peering_name=None if standalone else PEERING,
         # kopf pauses every replica that shares the top priority: a random one per replica
         # lets exactly one act while the others stand by.
         priority=random.randint(1, 2**31 - 1),

@@ -25,6 +25,7 @@ API_CALLS = [
     ("", "configmaps", ["get", "create"]),
     ("", "secrets", ["get"]),
     ("", "namespaces", ["get"]),
+    ("", "pods", ["list"]),  # the termination message of a failed training job's pod
     ("", "events", ["create"]),  # kopf.event posts core v1 Events
 ]
 
@@ -82,6 +83,13 @@ class Cluster:
         group, version, plural = KUBEFLOW
         patch = {"spec": {"runPolicy": {"suspend": suspend}}}
         self.custom.patch_namespaced_custom_object(group, version, namespace, plural, name, patch)
+
+    def pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        found = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        pods = [client.ApiClient().sanitize_for_serialization(p) for p in found.items]
+        # A test server may ignore the selector; what we were given is what we asked for.
+        return [p for p in pods if labels.items() <= (p["metadata"].get("labels") or {}).items()]
 
     # -- secrets: names checked, values only handed to storage clients, never logged --
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:

@@ -12,7 +12,7 @@ from kubetune.config import OperatorConfig
 from kubetune.controller.cluster import Cluster
 from kubetune.controller.outputs import credentials_from_secret, read_outputs, store_for
 from kubetune.render.configmap import render_configmap
-from kubetune.render.names import QUEUE_LABEL, pytorchjob_name
+from kubetune.render.names import JOB_LABEL, QUEUE_LABEL, pytorchjob_name
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan, plan
@@ -66,8 +66,10 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
     else:
         follow_suspend(pytorchjob, job, cluster)
 
-    progress = metrics = None
+    progress = metrics = pods = None
     state, _, _ = training_state(pytorchjob)
+    if state == "Failed":  # once: a finished job's status is not rebuilt again
+        pods = cluster.pods(namespace, {JOB_LABEL: name})
     if state in ("Running", "Restarting", "Succeeded", "Failed"):
         secret = resolved.secrets.get("output")
         data = cluster.secret_data(namespace, secret) if secret else None
@@ -79,6 +81,7 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
         progress=progress,
         metrics=metrics,
         suspend=bool(job.spec.suspend),
+        pods=pods,
         now=now,
     )
     status = build_status(observed, previous)

@@ -28,6 +28,9 @@ HUBS = ("kubetune.io", "v1alpha1", "modelhubs")
 PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 PREFIX = "kubetune.io"
 MAX_DELAY = 300  # seconds: backoff for a job that waits (hub missing, model not ready)
+# How our kopf.TemporaryError messages start, so the log says INFO for a wait and WARNING for
+# API trouble, where kopf would say ERROR for both ("Handler 'reconcile' failed temporarily").
+WAITING, API_TROUBLE = "waiting: ", "API server "
 
 
 def build_registry(
@@ -46,6 +49,9 @@ def build_registry(
         # Events are ours (phase changes, failures), not one per kopf log line.
         settings.posting.level = logging.WARNING
         settings.networking.error_backoffs = [1, 2, 5, 10, 30]  # API trouble: back off, no storm
+        objects = logging.getLogger("kopf.objects")
+        if not any(isinstance(f, TemporaryIsNotError) for f in objects.filters):
+            objects.addFilter(TemporaryIsNotError())
 
     # Hubs and our PyTorchJobs as the watches see them: no GET of either per reconcile.
     kopf.index(*HUBS, registry=registry, id="hubs")(index_by_name)
@@ -74,7 +80,8 @@ def build_registry(
         if outcome.problem is not None:
             metrics.reconcile_errors.labels("FineTuneJob", outcome.problem.reason).inc()
             if outcome.problem.retry:
-                raise kopf.TemporaryError(outcome.problem.message, delay=backoff(retry))
+                message = WAITING + outcome.problem.message
+                raise kopf.TemporaryError(message, delay=backoff(retry))
 
     for on in (kopf.on.create, kopf.on.resume):
         on(*JOBS, registry=registry, id="reconcile")(reconcile_job)
@@ -110,6 +117,20 @@ def build_registry(
         reconcile_hub
     )
     return registry
+
+
+class TemporaryIsNotError(logging.Filter):
+    """kopf logs every kopf.TemporaryError at ERROR, and posts it as an Event: a job waiting for
+    its data is not an error. Ours say which they are (WAITING, API_TROUBLE); others stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() if record.levelno == logging.ERROR else ""
+        said = text.partition(" failed temporarily: ")[2]
+        if said.startswith(WAITING):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        elif said.startswith(API_TROUBLE):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def unfinished(body, **_) -> bool:
@@ -155,11 +176,11 @@ def api_trouble_is_temporary(retry: int):
         yield
     except ApiException as err:
         if err.status in (409, 429) or (err.status or 500) >= 500:
-            message = f"API server answered {err.status} {err.reason}; retrying"
+            message = f"{API_TROUBLE}answered {err.status} {err.reason}; retrying"
             raise kopf.TemporaryError(message, delay=backoff(retry)) from None
         raise
     except urllib3.exceptions.HTTPError as err:
-        message = f"API server unreachable ({type(err).__name__}); retrying"
+        message = f"{API_TROUBLE}unreachable ({type(err).__name__}); retrying"
         raise kopf.TemporaryError(message, delay=backoff(retry)) from None
 
 

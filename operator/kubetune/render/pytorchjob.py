@@ -3,6 +3,8 @@ pods when nodes > 1, each running torchrun with one process per accelerator."""
 
 import copy
 
+from kubetune.api.v1alpha1.exits import TERMINATION_MESSAGE_PATH
+from kubetune.api.v1alpha1.finetunejob import RunPolicy
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
 from kubetune.config import OperatorConfig
 from kubetune.render.names import (
@@ -32,11 +34,13 @@ def render_pytorchjob(plan: Plan, config: OperatorConfig, owner: dict) -> dict:
     queue = (spec.scheduling and spec.scheduling.queue_name) or config.default_queue_name
     metadata_labels = {**labels, **({QUEUE_LABEL: queue} if queue else {})}
     pod = pod_template(plan, config, labels)
-    replicas = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": pod}}
+    # ExitCode: the trainer's exit codes 1-127 fail the job at once, 128-255 (preemption, OOM,
+    # a storage outage) recreate the pod (kubetune.api.v1alpha1.exits).
+    replicas = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": pod}}
     if compute.nodes > 1:
         replicas["Worker"] = {
             "replicas": compute.nodes - 1,
-            "restartPolicy": "OnFailure",
+            "restartPolicy": "ExitCode",
             "template": copy.deepcopy(pod),  # not shared: YAML would print an anchor
         }
     return {
@@ -60,18 +64,18 @@ def run_policy(plan: Plan, queue: str | None) -> dict:
     spec = plan.job.spec
     given = spec.run_policy
     policy = {
-        "backoffLimit": given.backoff_limit if given and given.backoff_limit is not None else 3,
+        "backoffLimit": (given or RunPolicy()).retries,
         "cleanPodPolicy": (given and given.clean_pod_policy) or "None",
         # Kueue admits a job by unsuspending it; without Kueue, spec.suspend decides.
         "suspend": bool(spec.suspend) or queue is not None,
-        "schedulingPolicy": {"minAvailable": plan.compute.nodes},  # gang: all pods or none
+        # Read only with a gang scheduler (Volcano, scheduler-plugins): all pods or none. Its
+        # `queue` is a Volcano queue, not Kueue's: the Kueue queue is the label alone.
+        "schedulingPolicy": {"minAvailable": plan.compute.nodes},
     }
     if given and given.active_deadline_seconds is not None:
         policy["activeDeadlineSeconds"] = given.active_deadline_seconds
     if given and given.ttl_seconds_after_finished is not None:
         policy["ttlSecondsAfterFinished"] = given.ttl_seconds_after_finished
-    if queue:
-        policy["schedulingPolicy"]["queue"] = queue
     if spec.scheduling and spec.scheduling.priority_class_name:
         policy["schedulingPolicy"]["priorityClass"] = spec.scheduling.priority_class_name
     return policy
@@ -89,6 +93,9 @@ def pod_template(plan: Plan, config: OperatorConfig, labels: dict) -> dict:
         },
         # A preempted trainer saves a checkpoint on SIGTERM before it exits.
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
+        # Storage access comes from Secrets (envFrom) or IRSA, whose webhook mounts its own
+        # token: the trainer never calls the Kubernetes API.
+        "automountServiceAccountToken": False,
         "containers": [container(plan, config)],
         "volumes": [
             {"name": "config", "configMap": {"name": configmap_name(plan.job.metadata.name)}},
@@ -111,11 +118,12 @@ def pod_template(plan: Plan, config: OperatorConfig, labels: dict) -> dict:
 def container(plan: Plan, config: OperatorConfig) -> dict:
     compute = plan.compute
     image = getattr(config.images, compute.accelerator if compute.accelerator != "none" else "cpu")
-    requests = {k: str(v) for k, v in (("cpu", compute.cpu), ("memory", compute.memory)) if v}
-    limits = {compute.resource_name: str(compute.accelerators)} if compute.resource_name else {}
-    if "memory" in requests:
-        limits["memory"] = requests["memory"]  # a memory limit above the request invites OOM
-    resources = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+    # Limits equal to requests: Guaranteed QoS, the last pods a node evicts under pressure.
+    limits = {"cpu": str(compute.cpu), "memory": str(compute.memory)}
+    if compute.resource_name:
+        limits[compute.resource_name] = str(compute.accelerators)
+    # The scratch emptyDir holds the model and data copies: the scheduler must find the disk.
+    requests = {**limits, "ephemeral-storage": str(config.scratch_size)}
     return {
         "name": CONTAINER,
         "image": image,
@@ -128,7 +136,10 @@ def container(plan: Plan, config: OperatorConfig) -> dict:
             {"prefix": SECRET_PREFIXES[channel], "secretRef": {"name": name}}
             for channel, name in sorted(plan.secrets.items())
         ],
-        "resources": resources,
+        "resources": {"requests": requests, "limits": limits},
+        # The launcher writes the failing rank's one-line message there (kubetune.api...exits).
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             # The ConfigMap's one key, CONFIG_KEY, appears as DEFAULT_PATH.
             {"name": "config", "mountPath": "/etc/kubetune", "readOnly": True},

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from kubetune.api.v1alpha1 import Resources
 from kubetune.config import OperatorConfig
+from kubetune.profiles import TAINTS, default_requests
 from kubetune.resolve.errors import ResolveError
 
 RESOURCE_NAMES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
@@ -19,8 +20,8 @@ class Compute:
     accelerators: int  # of the accelerator resource per node (0 for none)
     processes_per_node: int  # torchrun --nproc_per_node
     nodes: int
-    cpu: str | int | None = None
-    memory: str | int | None = None
+    cpu: str | int  # requested and limited per pod (Guaranteed QoS with memory)
+    memory: str | int
     instance_type: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict] = field(default_factory=list)
@@ -57,16 +58,17 @@ def resolve_compute(layers: list[Resources | None], config: OperatorConfig) -> C
                 f"{field}: {name} has no instance profile (known: {known}); use one of those, "
                 "or accelerator/acceleratorsPerNode, or ask the platform team to add a profile",
             )
+        cpu, memory = default_requests(profile.accelerator, profile.accelerators)
         return Compute(
             accelerator=profile.accelerator,
             accelerators=profile.accelerators,
             processes_per_node=profile.processes_per_node,
             nodes=nodes,
-            cpu=chosen.get("cpu", profile.cpu),
-            memory=chosen.get("memory", profile.memory),
+            cpu=chosen.get("cpu", profile.cpu or cpu),
+            memory=chosen.get("memory", profile.memory or memory),
             instance_type=name,
             node_selector=dict(profile.node_selector),
-            tolerations=list(profile.tolerations),
+            tolerations=with_taint_toleration(profile.tolerations, profile.accelerator),
         )
     accelerator = chosen.get("accelerator", defaults.accelerator)
     if accelerator == "none":
@@ -77,11 +79,22 @@ def resolve_compute(layers: list[Resources | None], config: OperatorConfig) -> C
         count = processes = defaults.accelerators_per_node
     if accelerator == "neuron":
         processes = 2 * count  # two NeuronCores per Trainium device, one process each
+    cpu, memory = default_requests(accelerator, count)
     return Compute(
         accelerator=accelerator,
         accelerators=count,
         processes_per_node=processes,
         nodes=nodes,
-        cpu=chosen.get("cpu", defaults.cpu),
-        memory=chosen.get("memory", defaults.memory),
+        cpu=chosen.get("cpu", defaults.cpu or cpu),
+        memory=chosen.get("memory", defaults.memory or memory),
+        tolerations=with_taint_toleration([], accelerator),
     )
+
+
+def with_taint_toleration(tolerations: list[dict], accelerator: str) -> list[dict]:
+    """The given tolerations plus the one for the taint GPU and Neuron nodes usually carry
+    (docs/install-eks.md taints them), unless one for that key is there already."""
+    taint = TAINTS.get(accelerator)
+    if taint is None or any(t.get("key") == taint["key"] for t in tolerations):
+        return list(tolerations)
+    return [*tolerations, dict(taint)]

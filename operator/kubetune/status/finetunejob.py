@@ -3,6 +3,8 @@ PyTorchJob's conditions, the trainer's progress.json and the artifacts' MANIFEST
 
 from dataclasses import dataclass
 
+from kubetune.api.v1alpha1.exits import REASONS, retryable
+from kubetune.render.pytorchjob import CONTAINER
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan
 from kubetune.status.conditions import condition, find, merge
@@ -22,6 +24,7 @@ class Observed:
     progress: dict | None = None  # progress.json
     metrics: dict | None = None  # metrics.json, once MANIFEST.json exists
     suspend: bool = False
+    pods: list[dict] | None = None  # the training job's pods, read once it failed
     now: str = ""  # RFC 3339; passed in, so this stays pure
 
 
@@ -72,7 +75,9 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
     if state == "Succeeded":
         conditions.append(condition("Succeeded", True, "TrainingSucceeded", message, gen))
     if state == "Failed":
-        conditions.append(condition("Failed", True, reason or "TrainingFailed", message, gen))
+        code, said = failure_of(observed.pods or [])
+        reason = REASONS.get(code, reason or "TrainingFailed")
+        conditions.append(condition("Failed", True, reason, said or message, gen))
 
     job_status = pytorchjob.get("status") or {}
     if job_status.get("startTime"):
@@ -100,6 +105,25 @@ def training_state(pytorchjob: dict) -> tuple[str, str, str]:
         if found and found.get("status") == "True":
             return state, found.get("reason") or state, found.get("message") or ""
     return "Created", "Created", "waiting for the training operator"
+
+
+def failure_of(pods: list[dict]) -> tuple[int | None, str]:
+    """The exit code and termination message of the trainer container that ended the job:
+    a permanent exit (1-127, kubetune.api.v1alpha1.exits) first, else the latest failure."""
+    ended = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != CONTAINER:
+                continue
+            for state in (status.get("state"), status.get("lastState")):
+                done = (state or {}).get("terminated")
+                if done and done.get("exitCode"):
+                    ended.append((done["exitCode"], done.get("finishedAt") or "", done))
+    if not ended:
+        return None, ""
+    ended.sort(key=lambda e: e[1], reverse=True)  # newest first; min keeps the first of equals
+    code, _, done = min(ended, key=lambda e: retryable(e[0]))
+    return code, " ".join((done.get("message") or "").split())
 
 
 def phase_of(state: str, suspend: bool, pytorchjob: dict) -> str:

@@ -21,6 +21,7 @@ from kubetune.api.v1alpha1.meta import Condition, ObjectMeta
 MUTABLE_SPEC_FIELDS = ("suspend", "runPolicy", "scheduling")
 # The name becomes the PyTorchJob's and its Services' (DNS-1035): "<name>-worker-1023" <= 63.
 MAX_NAME_LENGTH = 50
+DEFAULT_BACKOFF_LIMIT = 3
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -76,7 +77,11 @@ class RunPolicy(ApiObject):
     """Retries, deadlines and clean-up of the training job. May change after creation."""
 
     backoff_limit: int | None = Field(
-        None, ge=0, le=100, description="Pod restarts allowed before the job fails. Default: 3."
+        None,
+        ge=0,
+        le=100,
+        description="Retries after a retryable failure (preemption, OOM, lost node, storage "
+        "outage) before the job fails. Default: 3.",
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the job after running this long. Default: none."
@@ -84,6 +89,10 @@ class RunPolicy(ApiObject):
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Delete the training job this long after it ends. Default: none."
     )
+    @property
+    def retries(self) -> int:
+        return DEFAULT_BACKOFF_LIMIT if self.backoff_limit is None else self.backoff_limit
+
     clean_pod_policy: Literal["None", "Running", "All"] | None = Field(
         None, description="Which pods to delete when the job ends. Default: None."
     )

@@ -63,3 +63,9 @@ class TrainerConfig(ApiObject):
         description="All hyperparameters, resolved: every key present."
     )
     output: OutputLocation = Field(description="Artifact location.")
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        description="Starts of this job allowed (runPolicy.backoffLimit + 1); the next start "
+        "exits 3 (RETRIES_EXHAUSTED). Unset: no limit (local mode, where a rerun resumes).",
+    )
