@@ -3,6 +3,7 @@ server over HTTP (our CRDs enforced), with model sources and outputs on a moto S
 
 import asyncio
 import json
+import logging
 import urllib.request
 
 import boto3
@@ -180,6 +181,32 @@ async def test_failed_training_is_failed_with_the_reason(cluster, models):
     assert condition(ftj, "Failed")["message"] == "pod bot-master-0 exited with code 2"
 
 
+async def test_failed_training_says_what_the_trainer_said(cluster, models):
+    """The Training Operator's condition only counts failed replicas; the trainer's
+    termination message (kubetune.api.v1alpha1.exits) says what to fix."""
+    terminated = {"exitCode": 2, "message": "s3://data/train/data.csv: header row is empty"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bot-master-0", "namespace": TEAM,
+                     "labels": {"kubetune.io/finetunejob": "bot"}},
+        "spec": {"containers": [{"name": "pytorch", "image": "trainer"}]},
+    }  # fmt: skip
+    container = {"name": "pytorch", "image": "trainer", "imageID": "", "ready": False,
+                 "restartCount": 0, "state": {"terminated": terminated}}
+    status = {"phase": "Failed", "containerStatuses": [container]}
+    async with operator(cluster):
+        await cluster.create(hub(models))
+        await cluster.create(job())
+        await cluster.wait_for("PyTorchJob", TEAM, "bot")
+        await cluster.create(pod)  # the kubelet's part: the API server ignores status on create
+        await cluster.patch_status("Pod", TEAM, "bot-master-0", status)
+        await set_training_state(cluster, "Failed", 'job "bot" is failing because 1 replica failed')
+        ftj = await cluster.wait_for("ftj", TEAM, "bot", phase("Failed"), timeout=10)
+    failed = condition(ftj, "Failed")
+    assert (failed["reason"], failed["message"]) == ("InvalidInput", terminated["message"])
+
+
 async def test_hub_not_shared_fails_with_hub_access_denied(cluster, models):
     async with operator(cluster):
         await cluster.create(hub(models))
@@ -298,7 +325,8 @@ async def test_metrics_endpoint_counts_jobs_by_phase(cluster, models):
     assert families["kubetune_hub_models_ready"].samples[0].value == 1
 
 
-async def test_missing_data_waits_and_local_uris_are_refused(cluster, models):
+async def test_missing_data_waits_and_local_uris_are_refused(cluster, models, caplog):
+    caplog.set_level(logging.INFO)
     async with operator(cluster):
         await cluster.create(hub(models))
         await cluster.create(job(data={"train": "s3://data/later/"}))
@@ -312,3 +340,7 @@ async def test_missing_data_waits_and_local_uris_are_refused(cluster, models):
         await cluster.create(job(name="local", output="file:///tmp/out/"))
         ftj = await cluster.wait_for("ftj", TEAM, "local", phase("Failed"))
     assert condition(ftj, "Failed")["reason"] == "LocalUriInCluster"
+    # Waiting is not an error: kopf's "failed temporarily" line is INFO for a wait.
+    waits = [r for r in caplog.records if "failed temporarily: waiting: " in r.getMessage()]
+    assert waits and {r.levelname for r in waits} == {"INFO"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
