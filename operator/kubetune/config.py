@@ -2,17 +2,19 @@
 once at startup. Every setting is documented where it is declared."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from kubetune.api.manifests import describe_all
 from kubetune.api.safeload import CONFIG, LoadError, load_yaml, read_bounded
 from kubetune.api.v1alpha1.base import ApiObject
-from kubetune.api.v1alpha1.common import Quantity, SecretRef, StorageUri
+from kubetune.api.v1alpha1.common import INSTANCE_TYPE, Quantity, SecretRef, StorageUri
 from kubetune.profiles import builtin_profiles
 
 DEFAULT_IMAGE = "ghcr.io/kubetune/trainer"
+# A profile's name is what FineTuneJobs give as spec.resources.instanceType: the same rule.
+InstanceType = Annotated[str, StringConstraints(pattern=INSTANCE_TYPE, max_length=64)]
 CONFIGMAP_KEY = "config.yaml"  # the chart's ConfigMap (templates/configmap.yaml) holds the file
 DEFAULT_TAG = "0.1.0"
 
@@ -68,7 +70,7 @@ class OperatorConfig(ApiObject):
     default_resources: DefaultResources = Field(
         default_factory=DefaultResources, description="Compute when job and hub give none."
     )
-    instance_profiles: dict[str, InstanceProfile] = Field(
+    instance_profiles: dict[InstanceType, InstanceProfile] = Field(
         default_factory=dict,
         description="Extra or replaced instance profiles, by instance type; built-ins for "
         "common EKS g5, g6, g6e, p4d, p5 and trn1 instances are always there.",

@@ -142,8 +142,8 @@ def test_local_file_uris_render_with_a_warning(tmp_path):
         ([HUB, "--hub", HUB], "expected one FineTuneJob, found 0 (none)"),
         ([JOB, "--hub", HUB, "--config", "/nowhere.yaml"], "/nowhere.yaml: No such file or "
          "directory"),
-        ([JOB, "--hub", HUB, "--hub", HUB], "ModelHub ml-platform/curated is defined more than "
-         "once"),
+        ([JOB, "--hub", HUB, "--hub", HUB], "ModelHubs ml-platform/curated, ml-platform/public "
+         "defined more than once"),
     ],
 )  # fmt: skip
 def test_problems_are_one_line_each(args, message):

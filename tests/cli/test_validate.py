@@ -36,7 +36,8 @@ def write_job(tmp_path, hyperparameters=None, **spec):
 def test_examples_are_valid():
     result = kubetune("validate", *map(str, EXAMPLES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": valid\n") == len(EXAMPLES)
+    documents = sum(path.read_text().count("\nkind: ") for path in EXAMPLES)
+    assert result.stdout.count(": valid\n") == documents >= len(EXAMPLES)
 
 
 def test_cluster_examples_are_valid_for_a_cluster_and_local_ones_are_not():

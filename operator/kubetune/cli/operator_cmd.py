@@ -18,7 +18,11 @@ def register(commands) -> None:
         "operator",
         help="run the operator",
         description="Reconcile ModelHubs and FineTuneJobs into PyTorchJobs. Uses the in-cluster "
-        "service account, else the kubeconfig. Two replicas are safe: peering lets one act.",
+        "service account, else the kubeconfig. Replicas peer through kopf (the kopf.dev CRDs and "
+        "a peering object named kubetune, both from the Helm chart): one acts, the others stand "
+        "by. Where the cluster has no kopf.dev CRDs, it warns and runs as the only replica. An "
+        "invalid config, no kubeconfig, or an API server that does not answer: one error line, "
+        "exit 2.",
     )
     scope = command.add_mutually_exclusive_group()
     scope.add_argument(
@@ -27,13 +31,13 @@ def register(commands) -> None:
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
     )
-    command.add_argument("--config", type=Path, help="operator config YAML (the chart's)")
+    command.add_argument("--config", type=Path, help="operator config, or the chart's ConfigMap")
     command.add_argument("--metrics-port", type=port, default=8080, help="Prometheus /metrics")
     command.add_argument(
         "--health-port", type=port, default=8081, help="liveness/readiness at /healthz"
     )
     command.add_argument(
-        "--standalone", action="store_true", help="no peering (one replica, or development)"
+        "--standalone", action="store_true", help="no peering, no peering check: the only replica"
     )
     command.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     command.set_defaults(run=run)
@@ -78,7 +82,7 @@ def run(args) -> int:
     if problem:
         logging.error("%s", problem)
         return 2
-    standalone = args.standalone or not peering_served(api)
+    standalone = args.standalone or not peering_served(api, PEERING, args.namespace or [])
     metrics = Metrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     registry = build_registry(config, Cluster(api), metrics)

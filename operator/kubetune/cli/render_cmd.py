@@ -30,7 +30,8 @@ def register(commands) -> None:
         "--config",
         type=Path,
         metavar="OPERATOR_CONFIG",
-        help="the operator's config file (chart value operatorConfig); default: built-in defaults",
+        help="the operator's config file, or the chart's ConfigMap (helm template ... "
+        "--show-only templates/configmap.yaml); default: built-in defaults",
     )
     cmd.add_argument(
         "--uid",

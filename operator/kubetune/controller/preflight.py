@@ -31,18 +31,46 @@ def unreachable(api, attempts: int = 3) -> str | None:
     return f"cannot reach the Kubernetes API server at {host}: {reason}"
 
 
-def peering_served(api) -> bool:
-    """Whether the cluster has kopf's peering CRDs (the chart installs them). Without them kopf
-    would wait for them in silence, handling nothing: run standalone and say so."""
+def peering_served(api, name: str, namespaces: list[str]) -> bool:
+    """Whether replicas can peer: kopf's peering CRDs (the chart installs them) and the peering
+    object `name` (cluster-wide, or in each watched namespace). Without either kopf would wait
+    in silence, handling nothing: run standalone and say so."""
     try:
         groups = client.ApisApi(api).get_api_versions().groups
-    except Exception:  # noqa: BLE001 - discovery trouble: let kopf try peering as asked
+        if not any(g.name == "kopf.dev" for g in groups):
+            missing = "no kopf peering CRDs (kopf.dev) on this cluster"
+        else:
+            missing = _missing_peering(client.CustomObjectsApi(api), name, namespaces)
+    except (ApiException, HTTPError):  # discovery trouble: let kopf try peering as asked
         return True
-    if any(g.name == "kopf.dev" for g in groups):
+    if not missing:
         return True
     logging.warning(
-        "no kopf peering CRDs (kopf.dev) on this cluster: running as the only replica. For "
-        "two replicas (one acts, one stands by), install the chart's CRDs (helm install "
-        "charts/kubetune, which ships them); to say so and silence this, pass --standalone"
+        "%s: running as the only replica. For two replicas (one acts, one stands by), install "
+        "the chart (helm install kubetune charts/kubetune), which ships the CRDs and creates "
+        "the peering object; to say so and silence this, pass --standalone",
+        missing,
     )
     return False
+
+
+def _missing_peering(custom: client.CustomObjectsApi, name: str, namespaces: list[str]) -> str:
+    """Which peering object is absent ('' when all are there). Listed, not read: the chart's
+    role grants list/watch/patch on peerings, as kopf needs."""
+    selector = f"metadata.name={name}"
+    if not namespaces:
+        found = custom.list_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", field_selector=selector
+        )
+        return "" if _named(found, name) else f"no ClusterKopfPeering {name!r}"
+    for namespace in namespaces:
+        found = custom.list_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", field_selector=selector
+        )
+        if not _named(found, name):
+            return f"no KopfPeering {name!r} in namespace {namespace}"
+    return ""
+
+
+def _named(listing: dict, name: str) -> bool:  # a server may ignore the field selector
+    return any(item["metadata"]["name"] == name for item in listing.get("items") or [])

@@ -80,7 +80,8 @@ def read(job_file: Path, hub_files: list[Path], output: str | None = None) -> Ma
     keys = [(h.metadata.namespace, h.metadata.name) for h in hubs]
     twice = sorted({f"{ns}/{name}" for ns, name in keys if keys.count((ns, name)) > 1})
     if twice:
-        raise LocalError(f"ModelHub {', '.join(twice)} is defined more than once")
+        names = ", ".join(twice)
+        raise LocalError(f"ModelHub{'s' * (len(twice) > 1)} {names} defined more than once")
     body = jobs[0][1]
     if output is not None:
         body["spec"]["output"] = {"uri": output_uri(output)}
