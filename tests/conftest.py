@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+pytest_plugins = ["tests.cluster.fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     missing = {}

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +31,6 @@ class Group:
     version_key: str  # in versions.env
     module: str  # the upstream module that go.mod requires at that version
     binaries: dict[str, str]  # our name -> Go package
-    ldflags: list[str] = field(default_factory=list)
 
 
 def _k8s_version_flags(version: str) -> list[str]:
@@ -120,9 +119,8 @@ def ensure_built(names=None, log=print) -> dict[str, Path]:
         total += seconds
         for name in missing:
             log(f"{name:<24} built in {seconds:5.0f} s  (one go build of {group_name})")
-    where = cache_dir() / "bin"
-    log(f"{'total':<24} built in {total:5.0f} s  into {where}" if total
-        else f"{len(wanted)} binaries, all cached in {where}")
+    if total:
+        log(f"{'total':<24} built in {total:5.0f} s  into {cache_dir() / 'bin'}")
     return paths
 
 
@@ -144,7 +142,7 @@ def _build_group(group_name: str, names: list[str], bin_dir: Path) -> float:
     command = [go, "build", "-trimpath", "-buildvcs=false", "-ldflags=" + " ".join(ldflags),
                "-o", f"{tmp}/", *packages.values()]
     start = time.monotonic()
-    with log_path.open("w") as log_file:
+    with log_path.open("w") as log_file:  # static binaries, as upstream releases them: no C
         result = subprocess.run(command, cwd=GO_MODULES / group_name, stdout=log_file,
                                 stderr=subprocess.STDOUT, env={**os.environ, "CGO_ENABLED": "0"})
     if result.returncode != 0:
@@ -232,6 +230,9 @@ def main() -> int:
         if args.sync:
             sync()
         paths = ensure_built()
+        where = f"{cache_dir() / 'bin'}" + (
+            f" ({', '.join(ENVTEST_BINARIES)} from KUBEBUILDER_ASSETS)" if envtest_assets() else "")
+        print(f"{len(paths)} binaries ready in {where}")
         if args.paths:
             for name, path in paths.items():
                 print(f"{name:<24} {path}")
