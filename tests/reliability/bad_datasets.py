@@ -207,6 +207,11 @@ INSTRUCTION = {
         "train/template.json",
         ["over the 1.0 MiB limit"],
     ),
+    "jsonl-record-oversized": BadData(
+        {"train.jsonl": jsonl(RECORD) + '{"instruction": "' + "x" * (65 * 1024 * 1024) + '"}\n'},
+        "train/train.jsonl, line 2",
+        ["a record of 65 MiB is over the 64 MiB limit for one JSON line"],
+    ),
     "template-unbalanced-brace": BadData(
         {"template.json": template("{instruction"), "train.jsonl": jsonl(RECORD)},
         "train/template.json: prompt",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from kubetune.api.safeload import MiB
 from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
 from kubetune_trainer.templates import (
     TEMPLATE_FILE,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss skips these labels
 DOMAIN_EXTENSIONS = (".csv", ".json", ".jsonl", ".txt")
+MAX_RECORD_CHARS = 64 * MiB  # a JSON line; bounds what one record can make the parser build
 # Tokenizers without a recorded limit report int(1e30) (transformers' VERY_LARGE_INTEGER).
 NO_LIMIT = 10**18
 
@@ -118,6 +120,11 @@ def _read_text(path: Path) -> str:
 
 def _json_lines(path: Path, text: str) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > MAX_RECORD_CHARS:  # one record, not a file pasted onto one line
+            raise DataError(
+                f"{path}, line {number}: a record of {len(line) / MiB:.0f} MiB is over the "
+                f"{MAX_RECORD_CHARS // MiB} MiB limit for one JSON line"
+            )
         if line.strip():
             try:
                 yield f"line {number}", parse_json(line)
