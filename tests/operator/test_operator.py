@@ -1,10 +1,13 @@
-"""The operator, for real: kopf runs our handlers in this test's loop against the test API
-server over HTTP (our CRDs enforced), with model sources and outputs on a moto S3 server."""
+"""The operator, for real: kopf runs our handlers in this test's loop, with model sources and
+outputs on a moto S3 server, against two API servers: the test API server (kmock, our CRDs
+enforced, its request log counted) and a real kube-apiserver with a controller-manager
+(tests/cluster: real CRD validation, namespaces, garbage collection), fresh for each test."""
 
 import asyncio
 import json
 import logging
 import urllib.request
+from collections.abc import AsyncIterator
 
 import boto3
 import pytest
@@ -13,16 +16,17 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.config import OperatorConfig
-from tests.support.apiserver import (
-    ApiServer,
-    apiserver_fixture,  # noqa: F401 (the `apiserver` fixture)
-)
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import OUR_CRDS
+from tests.support.apiserver import ApiServer, serve
 from tests.support.operator import operator_in_loop
+from tests.support.realserver import KubeApiServer
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     make_bucket,
     s3_endpoint_fixture,
     s3_server_fixture,
 )
+from tests.support.upstream import pytorchjob_crd
 
 pytestmark = pytest.mark.asyncio
 
@@ -77,12 +81,35 @@ def models(s3_endpoint) -> str:
     return bucket
 
 
-@pytest_asyncio.fixture
-async def cluster(apiserver: ApiServer) -> ApiServer:
-    await apiserver.create_namespace(PLATFORM)
-    await apiserver.create_namespace(TEAM)
-    await apiserver.create_namespace(OTHER)
-    return apiserver
+@pytest_asyncio.fixture(
+    params=["test-server", pytest.param("kube-apiserver", marks=pytest.mark.cluster)]
+)
+async def cluster(request, tmp_path) -> AsyncIterator[ApiServer | KubeApiServer]:
+    if request.param == "test-server":
+        async with serve(tmp_path) as server:
+            yield await with_namespaces(server)
+        return
+    plane = ControlPlane(components=("controller-manager",), crds=[*OUR_CRDS, pytorchjob_crd()])
+    await asyncio.to_thread(plane.start)
+    server = KubeApiServer.of(plane)
+    try:
+        yield await with_namespaces(server)
+    finally:
+        await server.close()
+        await asyncio.to_thread(plane.stop)
+
+
+async def with_namespaces(server):
+    for namespace in (PLATFORM, TEAM, OTHER):
+        await server.create_namespace(namespace)
+    return server
+
+
+def request_log(server) -> list:
+    """The test server's request log; a real server keeps none: those checks are its alone."""
+    if server.requests is None:
+        pytest.skip("counts requests: the test API server's request log only")
+    return server.requests
 
 
 def operator(api: ApiServer, config: OperatorConfig = CONFIG):
@@ -218,7 +245,7 @@ async def test_hub_not_shared_fails_with_hub_access_denied(cluster, models):
     assert await cluster.list("PyTorchJob", OTHER) == []
     warnings = [e for e in await cluster.list("Event", OTHER) if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == ["HubAccessDenied"]
-    patches = [c for c in cluster.requests if c.method == "PATCH" and "/team-z/" in c.path]
+    patches = [c for c in request_log(cluster) if c.method == "PATCH" and "/team-z/" in c.path]
     assert len(patches) < 10, patches  # the outcome is written once, not retried
 
 
@@ -263,9 +290,11 @@ async def test_delete_cascades_to_the_children(cluster, models):
         await cluster.create(job())
         await cluster.wait_for("PyTorchJob", TEAM, "bot")
         await cluster.delete("ftj", TEAM, "bot")
-        await cluster.wait_deleted("ftj", TEAM, "bot")
-        await cluster.wait_deleted("PyTorchJob", TEAM, "bot")
-        await cluster.wait_deleted("ConfigMap", TEAM, "bot-trainer-config")
+        # kopf removes its finalizer; then the garbage collector (the test server's own, or
+        # the real controller-manager's) deletes the children.
+        await cluster.wait_deleted("ftj", TEAM, "bot", timeout=15)
+        await cluster.wait_deleted("PyTorchJob", TEAM, "bot", timeout=15)
+        await cluster.wait_deleted("ConfigMap", TEAM, "bot-trainer-config", timeout=15)
 
 
 async def test_operator_restarts_never_duplicate_the_training_job(cluster, models):
@@ -280,7 +309,7 @@ async def test_operator_restarts_never_duplicate_the_training_job(cluster, model
             await cluster.wait_for("PyTorchJob", TEAM, f"bot-{i}", timeout=10)
     assert len(await cluster.list("PyTorchJob", TEAM)) == 5
     creates = [
-        c for c in cluster.requests if c.method == "POST" and c.path.endswith("/pytorchjobs")
+        c for c in request_log(cluster) if c.method == "POST" and c.path.endswith("/pytorchjobs")
     ]
     assert len([c for c in creates if c.status == 201]) == 5
 

@@ -211,6 +211,8 @@ class ApiServer:
     """A running server: its URL, a kubeconfig for it, the request log, and helpers over real
     HTTP. `kind` arguments take a kind, plural, singular or short name ("ftj")."""
 
+    token, ca_file = "dummy", None  # it checks no credentials; plain HTTP
+
     def __init__(self, emulator: FidelityEmulator, url: str, kubeconfig: Path) -> None:
         self.emulator, self.url, self.kubeconfig = emulator, url, kubeconfig
         self.session = aiohttp.ClientSession(url, headers={"Authorization": "Bearer dummy"})
@@ -357,13 +359,18 @@ async def apiserver_fixture(tmp_path: Path) -> AsyncIterator[ApiServer]:
 
 # ----- kopf in the test's loop -----------------------------------------------------------------
 
-_server_url: contextvars.ContextVar[str] = contextvars.ContextVar("test_apiserver_url")
+_server: contextvars.ContextVar[Any] = contextvars.ContextVar("test_apiserver")
 _registries_with_login: weakref.WeakSet = weakref.WeakSet()
 
 
 def _login_to_test_apiserver(**_: Any) -> kopf.ConnectionInfo:
-    # The URL is looked up per operator run: a registry may serve several tests and servers.
-    return kopf.ConnectionInfo(server=_server_url.get(), token="dummy", insecure=True)
+    # Looked up per operator run: a registry may serve several tests and servers (this test
+    # server, or a real one: tests.support.realserver).
+    server = _server.get()
+    ca = str(server.ca_file) if server.ca_file else None
+    return kopf.ConnectionInfo(
+        server=server.url, token=server.token, ca_path=ca, insecure=ca is None
+    )
 
 
 class _NotTheOperators(Collection):
@@ -387,7 +394,7 @@ class _NotTheOperators(Collection):
 
 @contextlib.asynccontextmanager
 async def run_operator(
-    server: ApiServer,
+    server: "ApiServer",  # or tests.support.realserver.KubeApiServer
     registry: kopf.OperatorRegistry,
     *,
     namespaces: Collection[str] = (),
@@ -404,7 +411,7 @@ async def run_operator(
     if registry not in _registries_with_login:
         kopf.on.login(registry=registry)(_login_to_test_apiserver)
         _registries_with_login.add(registry)
-    url_token = _server_url.set(server.url)
+    url_token = _server.set(server)
     stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
     try:
         ignored = _NotTheOperators(asyncio.all_tasks())
@@ -421,7 +428,7 @@ async def run_operator(
             stop_flag.set()
             await asyncio.wait_for(operator, timeout)
     finally:
-        _server_url.reset(url_token)
+        _server.reset(url_token)
 
 
 async def _until_ready(operator: asyncio.Task, ready_flag: asyncio.Event, timeout: float) -> None:

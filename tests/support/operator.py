@@ -1,6 +1,7 @@
 """The operator as `kubetune operator` builds it (our registry, a Cluster on the kubernetes
 client, Prometheus metrics), run by kopf in the test's own event loop against the test API
-server: for tests that need its handlers, not its process (tests.support.processes)."""
+server (or a real kube-apiserver: tests.support.realserver): for tests that need its handlers,
+not its process (tests.support.processes)."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,9 @@ from tests.support.apiserver import ApiServer, run_operator
 async def operator_in_loop(api: ApiServer, config: OperatorConfig) -> AsyncIterator[Metrics]:
     """Running until the block ends; yields its metrics."""
     client_config = kubernetes.client.Configuration(host=api.url)
-    client_config.api_key = {"authorization": "Bearer dummy"}
+    client_config.api_key = {"authorization": f"Bearer {api.token}"}
+    if api.ca_file:
+        client_config.ssl_ca_cert = str(api.ca_file)
     metrics = Metrics()
     cluster = Cluster(kubernetes.client.ApiClient(client_config))
     async with run_operator(api, build_registry(config, cluster, metrics), clusterwide=True):
