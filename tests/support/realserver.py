@@ -14,6 +14,7 @@ import aiohttp
 from tests.support.apiserver import MERGE_PATCH, ApiError
 from tests.support.kubeconfig import kubectl
 
+OUR_LABEL = "kubetune.io/finetunejob"  # on the operator's ConfigMaps and PyTorchJobs
 # kind, plural, singular or short name -> (group/version, plural, namespaced)
 KINDS = {
     ("finetunejob", "finetunejobs", "ftj"): ("kubetune.io/v1alpha1", "finetunejobs", True),
@@ -115,6 +116,30 @@ class KubeApiServer:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{kind} {namespace}/{name} is still there: {obj}")
             await asyncio.sleep(0.05)
+
+    async def clear(self, namespaces, kinds=("ftj", "mhub", "pytorchjob", "pod", "event")):
+        """Delete every object of `kinds` in `namespaces`, finalizers removed first, and the
+        operator's ConfigMaps; returns once they are gone (for a server shared by tests)."""
+        for namespace in namespaces:
+            for kind in kinds:
+                for obj in await self.list(kind, namespace):
+                    name = obj["metadata"]["name"]
+                    if obj["metadata"].get("finalizers"):
+                        await self.patch(kind, namespace, name, {"metadata": {"finalizers": None}})
+                    await self._delete_quietly(kind, namespace, name)
+            for obj in await self.list("configmap", namespace, labelSelector=OUR_LABEL):
+                await self._delete_quietly("configmap", namespace, obj["metadata"]["name"])
+        for namespace in namespaces:
+            for kind in kinds[:3]:
+                for obj in await self.list(kind, namespace):
+                    await self.wait_deleted(kind, namespace, obj["metadata"]["name"])
+
+    async def _delete_quietly(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self.delete(kind, namespace, name, gracePeriodSeconds=0)
+        except ApiError as err:
+            if err.status != 404:
+                raise
 
     async def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 30) -> Any:
         return await kubectl(self.kubeconfig, *args, stdin=stdin, timeout=timeout)
