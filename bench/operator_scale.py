@@ -1,12 +1,13 @@
 """How the operator copes with many jobs: 1,000 FineTuneJobs (one hub) created at once against
-the test API server (tests/support/apiserver.py, real HTTP, our CRDs enforced), with the
+the test API server (tests/support/apiserver.py, real HTTP, our CRDs enforced), or with
+`--cluster` against a real kube-apiserver and etcd (operator_scale_cluster.py), with the
 operator running as users run it, `kubetune operator --standalone`, in its own process.
 
 Prints the time until every job has its PyTorchJob, the p50/p99 latency from a job's create
 to its PyTorchJob, and the operator's peak RSS. Goals on 2 cores: all within 60 s, p99 under
 2 s, RSS under 300 MiB. Last line: `operator_1000_jobs_seconds=<s>`.
 
-    .venv/bin/python bench/operator_scale.py [--jobs 1000] [--rate JOBS_PER_SECOND]
+    .venv/bin/python bench/operator_scale.py [--cluster] [--jobs 1000] [--rate JOBS_PER_SECOND]
 """
 
 import argparse
@@ -52,7 +53,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run(jobs: int, rate: float, workdir: Path) -> float:
+def start_s3() -> tuple[ThreadedMotoServer, dict[str, str]]:
+    """moto S3 in this process with the hub's model and the jobs' data; the AWS_* env for it
+    (also set in os.environ)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: a line per request
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3.start()
@@ -68,7 +71,37 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
     boto3.client("s3").put_object(Bucket="models", Key="llama/config.json", Body=b"{}")
     boto3.client("s3").create_bucket(Bucket="data")  # every job's data check lists it
     boto3.client("s3").put_object(Bucket="data", Key="train/data.csv", Body=b"text\nhi\n")
+    return s3, aws
 
+
+async def send(jobs: int, rate: float, create, started: float) -> float:
+    """Creates `jobs` jobs with `create(i)`: a steady `rate` a second, or bursts of 50
+    concurrent creates, as a GitOps sync sends them. Returns the seconds creating took."""
+    if rate:  # a steady stream: the latency of one job when the operator keeps up
+        sent = []  # each on time, whether or not the server has answered the last one
+        for i in range(jobs):
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            sent.append(asyncio.create_task(create(i)))
+        await asyncio.gather(*sent)
+    else:
+        for start in range(0, jobs, 50):
+            await asyncio.gather(*(create(i) for i in range(start, min(start + 50, jobs))))
+    return time.monotonic() - started
+
+
+def report_latency(jobs: int, rate: float, creating: float, total: float,
+                   created: dict[str, float], seen: dict[str, float]) -> None:  # fmt: skip
+    latencies = sorted(seen[name] - created[name] for name in seen)
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    how = f"{rate:g} a second" if rate else "50 at a time"
+    print(f"jobs created: {jobs} (in {creating:.1f} s, {how}); PyTorchJobs: {len(seen)}")
+    print(f"all PyTorchJobs within {total:.1f} s (goal 60 s)")
+    print(f"create -> PyTorchJob latency: p50 {p50:.2f} s, p99 {p99:.2f} s (goal p99 < 2 s)")
+
+
+async def run(jobs: int, rate: float, workdir: Path) -> float:
+    s3, aws = start_s3()
     # kmock matches each request against its request history, so its cost grows with requests
     # served; a real API server's does not. A short history keeps the server's cost flat and
     # the figures about the operator.
@@ -99,14 +132,7 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
                     await asyncio.sleep(0.02)
 
             watching = asyncio.create_task(watch_children())
-            if rate:  # a steady stream: the latency of one job when the operator keeps up
-                for i in range(jobs):
-                    await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-                    await create(i)
-            else:  # a burst, 50 concurrent creates at a time, as a GitOps sync sends them
-                for start in range(0, jobs, 50):
-                    await asyncio.gather(*(create(i) for i in range(start, min(start + 50, jobs))))
-            creating = time.monotonic() - started
+            creating = await send(jobs, rate, create, started)
             try:
                 await asyncio.wait_for(watching, timeout=max(1.0, started + 300 - time.monotonic()))
             except TimeoutError:
@@ -122,13 +148,7 @@ async def run(jobs: int, rate: float, workdir: Path) -> float:
                 print("the operator did not stop within 30 s of SIGTERM; killed")
             s3.stop()
 
-    latencies = sorted(seen[name] - created[name] for name in seen)
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    how = f"{rate:g} a second" if rate else "50 at a time"
-    print(f"jobs created: {jobs} (in {creating:.1f} s, {how}); PyTorchJobs: {len(seen)}")
-    print(f"all PyTorchJobs within {total:.1f} s (goal 60 s)")
-    print(f"create -> PyTorchJob latency: p50 {p50:.2f} s, p99 {p99:.2f} s (goal p99 < 2 s)")
+    report_latency(jobs, rate, creating, total, created, seen)
     print(f"operator peak RSS: {rss:.0f} MiB (goal < 300 MiB)")
     print(
         f"CPU: operator {operator_cpu:.1f} s in all; test API server + S3 + this bench "
@@ -146,9 +166,17 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0, help="create this many jobs a second (default: bursts)"
     )
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="against a real kube-apiserver and etcd (tests/cluster; built from Go if missing)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.cluster:
+        from operator_scale_cluster import run_cluster  # imports kubernetes: only when used
+
     with tempfile.TemporaryDirectory() as workdir:
-        total = asyncio.run(run(args.jobs, args.rate, Path(workdir)))
+        bench = run_cluster if args.cluster else run
+        total = asyncio.run(bench(args.jobs, args.rate, Path(workdir)))
     print(f"operator_{args.jobs}_jobs_seconds={total:.1f}")
 
 
