@@ -6,7 +6,10 @@ kube-apiserver always, the other components on request (`ControlPlane(components
 """
 
 import atexit
+import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -25,6 +28,18 @@ BINARIES = {"controller-manager": "kube-controller-manager", "scheduler": "kube-
             "kwok": "kwok", "training-operator": "training-operator", "kueue": "kueue"}
 SERVICE_CIDR = "10.96.0.0/16"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Audited: each create of a training job or a ConfigMap, and its answer (201, 409 ...), so
+# tests count what the server did, not what a client's log says (a SIGKILLed client logs
+# nothing of a create the server answered).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create"],
+         "resources": [{"group": "kubeflow.org", "resources": ["pytorchjobs"]},
+                       {"group": "", "resources": ["configmaps"]}]},
+        {"level": "None"},
+    ],
+}  # fmt: skip
 
 
 class ControlPlane:
@@ -155,7 +170,10 @@ class ControlPlane:
         tokens = self.dir / "tokens.csv"
         tokens.write_text(f"{pki.admin_token},admin,admin,system:masters\n")
         self._write_kubeconfig()
-        self._run("kube-apiserver", [
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        self.audit_log = self.logs / "audit.log"
+        self._apiserver_args = [
             f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1", f"--secure-port={port}",
             # Endpoints may not hold a loopback address: no endpoints for the "kubernetes"
@@ -168,8 +186,35 @@ class ControlPlane:
             f"--service-account-issuer={ISSUER}", f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true", f"--cert-dir={self.dir / 'apiserver'}",
-            "--profiling=false"],
-            lambda: http_ok(f"{self.server}/readyz", ca=pki.ca_cert, token=pki.admin_token))
+            "--profiling=false", f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
+        self._run("kube-apiserver", self._apiserver_args, self._apiserver_ready)
+
+    def audit_events(self) -> list[dict]:
+        """What the API server recorded (AUDIT_POLICY: creates of PyTorchJobs and
+        ConfigMaps, with the answer's code), oldest first."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+    def _apiserver_ready(self) -> bool:
+        return http_ok(f"{self.server}/readyz", ca=self.pki.ca_cert, token=self.pki.admin_token)
+
+    def restart_apiserver(self, down_seconds: float = 0, timeout: float = 60) -> float:
+        """SIGKILLs kube-apiserver and starts it again on the same port and etcd, after
+        `down_seconds`; returns the seconds from the kill until it is ready again. Every client
+        sees its connections cut and its watches end, as in a control-plane crash."""
+        index, old = next((i, p) for i, p in enumerate(self.processes)
+                          if p.name == "kube-apiserver")
+        killed = time.monotonic()
+        os.killpg(old.popen.pid, signal.SIGKILL)
+        old.popen.wait(timeout=10)
+        time.sleep(down_seconds)
+        new = Process("kube-apiserver", [self.bin["kube-apiserver"], *self._apiserver_args],
+                      self.logs).start()
+        self.processes[index] = new
+        new.wait_until(self._apiserver_ready, "ready after a restart", timeout)
+        return time.monotonic() - killed
 
     def _write_kubeconfig(self) -> None:
         self.kubeconfig.write_text(yaml.safe_dump({

@@ -4,65 +4,34 @@ API server), the examples applied with kubectl, the real Training Operator turni
 into pods that the scheduler binds to kwok GPU nodes, Kueue admitting queued jobs by quota, and
 garbage collection when a FineTuneJob is deleted. S3 is moto."""
 
-import base64
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from tests.chart.helm import HelmUnavailable, helm_binary
-from tests.support.processes import free_port
+from tests.cluster.e2e_support import (
+    REPO,
+    Operator,
+    ensure_namespace,
+    get,
+    hub_ready,
+    install_chart,
+    kubectl,
+    storage_secret,
+    wait_for,
+)
 from tests.support.s3 import s3_server_fixture  # noqa: F401 (fixture, requested by name)
 
 pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-RELEASE, SYSTEM, PLATFORM, TEAM = "kubetune", "kubetune-system", "ml-platform", "team-a"
+PLATFORM, TEAM = "ml-platform", "team-a"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-
-
-def kubectl(plane, *args: str, stdin: str | None = None, check: bool = True) -> str:
-    done = subprocess.run(
-        ["kubectl", f"--kubeconfig={plane.kubeconfig}", *args],
-        input=stdin, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if check:
-        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def get(plane, *args: str) -> dict | None:
-    text = kubectl(plane, "get", "-o", "json", *args, check=False)
-    return json.loads(text) if text.strip() else None
-
-
-def wait_for(what: str, probe, timeout: float = 120, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def phase(plane, name: str) -> str | None:
     found = get(plane, "ftj", "-n", TEAM, name)
     return ((found or {}).get("status") or {}).get("phase")
-
-
-def storage_secret(name: str, namespace: str, endpoint: str) -> dict:
-    data = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}  # fmt: skip
-    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace}, "data": encoded}  # fmt: skip
 
 
 def seed_storage(endpoint: str) -> None:
@@ -81,59 +50,25 @@ def seed_storage(endpoint: str) -> None:
         s3.put_object(Bucket="datasets", Key=key, Body=b"text\nhello\n")
 
 
-def token_kubeconfig(plane, token: str, path: Path) -> Path:
-    """The admin kubeconfig's server and CA, with the ServiceAccount's token as the user."""
-    admin = yaml.safe_load(plane.kubeconfig.read_text())
-    admin["users"] = [{"name": "operator", "user": {"token": token}}]
-    for context in admin["contexts"]:
-        context["context"]["user"] = "operator"
-    path.write_text(yaml.safe_dump(admin))
-    return path
-
-
 @pytest.fixture(scope="module")
 def installed(cluster, s3_server, tmp_path_factory):
     """helm install of the chart; the operator as its ServiceAccount; Secrets, data, a kwok
     g5.12xlarge node for the instanceType example; Kueue queues with 4 GPUs of quota."""
-    try:
-        helm = helm_binary()
-    except HelmUnavailable as err:
-        pytest.skip(str(err))
     work = tmp_path_factory.mktemp("e2e")
     for namespace in (PLATFORM, TEAM):
-        kubectl(cluster, "create", "namespace", namespace)
-    done = subprocess.run(
-        [str(helm), "install", RELEASE, str(REPO / "charts" / "kubetune"), "--namespace", SYSTEM,
-         "--create-namespace", "--kubeconfig", str(cluster.kubeconfig), "--set", "replicaCount=1"],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+        ensure_namespace(cluster, namespace)
+    install_chart(cluster)
     seed_storage(s3_server)
     secrets = [storage_secret("model-store", ns, s3_server) for ns in (PLATFORM, TEAM)]
     secrets += [storage_secret(n, TEAM, s3_server) for n in ("data-store", "artifact-store")]
     cluster.create(secrets + [g5_node(), *kueue_queues(), priority_class("low")])
 
-    token = kubectl(cluster, "create", "token", RELEASE, "-n", SYSTEM, "--duration=2h").strip()
-    kubeconfig = token_kubeconfig(cluster, token, work / "operator.kubeconfig")
-    configmap = work / "operator-config.yaml"  # the chart's own ConfigMap is the config file
-    configmap.write_text(kubectl(cluster, "get", "configmap", f"{RELEASE}-config", "-n", SYSTEM,
-                                 "-o", "yaml"))  # fmt: skip
-    log = work / "operator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG"))}
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "kubetune.cli.main", "operator", "--config", str(configmap),
-         "--metrics-port", str(free_port()), "--health-port", str(free_port())],
-        env={**env, "KUBECONFIG": str(kubeconfig)}, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    operator = Operator(cluster, work).start()  # the chart's own ConfigMap is the config file
     try:
-        yield cluster, log
+        yield cluster, operator.log
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-        print(f"\noperator log: {log}")
+        operator.stop()
+        print(f"\noperator log: {operator.log}")
 
 
 def g5_node() -> dict:
@@ -179,7 +114,7 @@ def test_hub_and_two_node_gpu_job_run_on_the_real_training_operator(installed):
     plane, log = installed
     kubectl(plane, "apply", "-f", str(EXAMPLES / "modelhub.yaml"))
     for hub in ("curated", "public"):  # every model's files are there, references resolved
-        wait_for(f"hub {hub} Ready", lambda h=hub: hub_ready(plane, h))
+        wait_for(f"hub {hub} Ready", lambda h=hub: hub_ready(plane, PLATFORM, h))
     kubectl(plane, "apply", "-n", TEAM, "-f", str(EXAMPLES / "finetunejob-domain-adaptation.yaml"))
     job = wait_for("the PyTorchJob", lambda: get(plane, "pytorchjob", "-n", TEAM, "sec-filings"))
     assert job["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
@@ -202,13 +137,6 @@ def test_hub_and_two_node_gpu_job_run_on_the_real_training_operator(installed):
                     and not get(plane, "configmap", "-n", TEAM, "sec-filings-trainer-config")
                     and not bound_pods(plane, "sec-filings", 0, at_least=1))  # fmt: skip
     assert wait_for("garbage collection of the children", gone, 60)
-
-
-def hub_ready(plane, name: str) -> bool:
-    conditions = ((get(plane, "mhub", "-n", PLATFORM, name) or {}).get("status") or {}).get(
-        "conditions"
-    ) or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def bound_pods(plane, job: str, count: int, at_least: int | None = None) -> list[dict] | None:

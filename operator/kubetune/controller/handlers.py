@@ -170,13 +170,21 @@ class PerJob:
 
 @contextlib.contextmanager
 def api_trouble_is_temporary(retry: int):
-    """A 5xx, 409 or 429 from the API server, or no answer, is retried with our backoff
-    (5 s, 10 s ...), not kopf's 60 s for an unexpected error."""
+    """A 5xx, 409, 429, 401 or 403 from the API server, or no answer, is retried with our
+    backoff (5 s, 10 s ...), not kopf's 60 s for an unexpected error."""
     try:
         yield
     except ApiException as err:
         if err.status in (409, 429) or (err.status or 500) >= 500:
             message = f"{API_TROUBLE}answered {err.status} {err.reason}; retrying"
+            raise kopf.TemporaryError(message, delay=backoff(retry)) from None
+        if err.status in (401, 403):
+            # A restarted kube-apiserver refuses service accounts for seconds, until its RBAC
+            # caches fill; a role missing a verb stays refused, retried at most every 300 s.
+            message = (
+                f"{API_TROUBLE}answered {err.status} {err.reason} (just restarted, or the "
+                "operator's role lacks this permission); retrying"
+            )
             raise kopf.TemporaryError(message, delay=backoff(retry)) from None
         raise
     except urllib3.exceptions.HTTPError as err:

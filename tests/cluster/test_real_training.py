@@ -1,0 +1,217 @@
+"""kubetune end to end with the trainer really training: the chart's operator turns a
+FineTuneJob into a PyTorchJob, the real Training Operator makes a Master and a Worker pod, the
+scheduler binds them to a node whose kubelet (tests/cluster/kubelet.py) runs their container as
+local processes (the image's entrypoint, with the env the Training Operator wrote and the
+Secrets' keys), the two torchrun "nodes" train a tiny Llama over gloo against moto S3, and the
+operator reads the trainer's metrics back into the FineTuneJob's status."""
+
+import json
+import time
+import uuid
+from collections import Counter
+
+import boto3
+import pytest
+
+from kubetune.config import load_config
+from tests.cluster.e2e_support import (
+    Operator,
+    ensure_namespace,
+    get,
+    hub_ready,
+    install_chart,
+    kubectl,
+    storage_secret,
+    trainer_image,
+    wait_for,
+)
+from tests.cluster.kubelet import LocalKubelet
+from tests.cluster.pod_runner import Image
+from tests.support.s3 import s3_server_fixture  # noqa: F401 (fixture, requested by name)
+from tests.support.training import make_job
+
+pytestmark = pytest.mark.cluster
+NS, NODE = "real-training", "local-0"
+# A CPU instance profile of the operator's config: its nodeSelector is what brings the pods to
+# the node the local kubelet runs (kwok's untainted cpu-0 would take CPU pods otherwise).
+INSTANCE_TYPE = "local.cpu"
+PROFILE = {"accelerator": "none", "cpu": "1", "memory": "4Gi",
+           "nodeSelector": {"node.kubernetes.io/instance-type": INSTANCE_TYPE}}  # fmt: skip
+INIT_IMAGE = "alpine:3.10"  # the Training Operator's init container (waits for the master)
+# As tests/trainer/test_distributed.py: no dropout, checkpoints at epoch ends only.
+HYPERPARAMETERS = {"instruction_tuned": True, "epoch": 2, "learning_rate": 2e-3,
+                   "per_device_train_batch_size": 4, "max_input_length": 32,
+                   "lora_dropout": 0.0, "checkpoint_interval_steps": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(cluster, s3_server, tmp_path_factory):
+    """The chart, the operator (its config with the local.cpu profile and a 2 s refresh), the
+    local node and its kubelet, a hub with the tiny model, data and Secrets in moto."""
+    work = tmp_path_factory.mktemp("real-training")
+    ensure_namespace(cluster, NS)
+    install_chart(cluster)
+    buckets = upload(make_job(work / "job", samples=96), s3_server)
+    cluster.create([storage_secret(n, NS, s3_server)
+                    for n in ("model-store", "data-store", "artifact-store")])  # fmt: skip
+    operator = Operator(cluster, work, "--log-level", "INFO", progressIntervalSeconds=2,
+                        instanceProfiles={INSTANCE_TYPE: PROFILE})  # fmt: skip
+    image = load_config(operator.config).images.cpu
+    kubelet = LocalKubelet(cluster, NODE, work / "kubelet",
+                           images={image: trainer_image(), INIT_IMAGE: Image()},
+                           labels={"node.kubernetes.io/instance-type": INSTANCE_TYPE})  # fmt: skip
+    kubelet.start()
+    operator.start()
+    try:
+        cluster.create([hub(buckets["models"])])
+        wait_for("hub Ready", lambda: hub_ready(cluster, NS, "tiny"), 60)
+        yield cluster, kubelet, buckets
+    finally:
+        operator.stop()
+        kubelet.stop()
+        print(f"\noperator log: {operator.log}\nkubelet folder: {kubelet.workdir}")
+
+
+def upload(root, endpoint: str) -> dict[str, str]:
+    """The tiny model and data (tests/support/training.py) into fresh buckets; a second train
+    prefix holds the same data with one broken line."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    suffix = uuid.uuid4().hex[:8]
+    buckets = {kind: f"{kind}-{suffix}" for kind in ("models", "data", "artifacts")}
+    for bucket in buckets.values():
+        s3.create_bucket(Bucket=bucket)
+    for path in (root / "model").iterdir():
+        s3.upload_file(str(path), buckets["models"], f"tiny/{path.name}")
+    for path in (root / "data").iterdir():
+        s3.upload_file(str(path), buckets["data"], f"good/{path.name}")
+    lines = (root / "data" / "train.jsonl").read_text().splitlines(keepends=True)
+    broken = "".join(lines[:7]) + '{"instruction": "describe", "response": \n' + "".join(lines[7:])
+    s3.put_object(Bucket=buckets["data"], Key="bad/train.jsonl", Body=broken.encode())
+    s3.upload_file(str(root / "data" / "template.json"), buckets["data"], "bad/template.json")
+    return buckets
+
+
+def hub(models: str) -> dict:
+    model = {"modelId": "tiny-llama", "source": f"s3://{models}/tiny/"}
+    return {"apiVersion": "kubetune.io/v1alpha1", "kind": "ModelHub",
+            "metadata": {"name": "tiny", "namespace": NS},
+            "spec": {"storage": {"secretRef": {"name": "model-store"}},
+                     "models": [model]}}  # fmt: skip
+
+
+def job(name: str, data: str, buckets: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "model": {"hubRef": {"name": "tiny", "namespace": NS}, "modelId": "tiny-llama"},
+            "data": {"train": f"s3://{buckets['data']}/{data}/",
+                     "secretRef": {"name": "data-store"}},
+            "hyperparameters": HYPERPARAMETERS,
+            "resources": {"instanceType": INSTANCE_TYPE, "nodes": 2},
+            "output": {"uri": f"s3://{buckets['artifacts']}/{name}/",
+                       "secretRef": {"name": "artifact-store"}},
+        },
+    }  # fmt: skip
+
+
+def finished(plane, name: str) -> dict | None:
+    found = get(plane, "ftj", "-n", NS, name) or {}
+    return found if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+
+def pods_of(plane, name: str) -> list[dict]:
+    found = get(plane, "pods", "-n", NS, "-l", f"training.kubeflow.org/job-name={name}")
+    return (found or {}).get("items") or []
+
+
+def by_role(pods: list[dict]) -> dict[str, dict]:
+    return {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in pods}
+
+
+def test_two_pods_train_the_tiny_model_and_the_status_shows_its_metrics(stack):
+    plane, kubelet, buckets = stack
+    plane.create([job("tiny-tune", "good", buckets)])
+    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-tune"), 300, 1)
+    listed = pods_of(plane, "tiny-tune")
+    pods = by_role(listed)
+    logs = {role: kubelet.log(NS, p["metadata"]["name"], "pytorch") for role, p in pods.items()}
+    status = done["status"]
+    assert status["phase"] == "Succeeded", (status, logs["master"][-3000:])
+
+    assert len(listed) == 2 and set(pods) == {"master", "worker"}
+    assert starts(kubelet, "tiny-tune") == {"tiny-tune-master-0": 1, "tiny-tune-worker-0": 1}
+    for role, pod in pods.items():
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        print(role, json.dumps(env, sort_keys=True))
+        assert env["MASTER_ADDR"] == "tiny-tune-master-0" and env["PET_NNODES"] == "2"
+        assert env["PET_NODE_RANK"] == {"master": "0", "worker": "1"}[role]
+        assert pod["spec"]["nodeName"] == NODE
+        (container,) = pod["status"]["containerStatuses"]
+        terminated = container["state"]["terminated"]
+        assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed"), terminated
+        assert pod["status"]["phase"] == "Succeeded"
+    worker_init = pods["worker"]["status"]["initContainerStatuses"][0]
+    assert worker_init["state"]["terminated"]["exitCode"] == 0  # nslookup found the master
+    assert "rank 0 of 2 joined (gloo)" in logs["master"], logs["master"][-3000:]
+    assert "rank 1 of 2 joined (gloo)" in logs["worker"], logs["worker"][-3000:]
+
+    s3 = boto3.client("s3", endpoint_url=kubelet.secret(NS, "artifact-store")["AWS_ENDPOINT_URL"],
+                      region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")  # fmt: skip
+    prefix = "tiny-tune/"
+    keys = {o["Key"][len(prefix):] for o in s3.list_objects_v2(
+        Bucket=buckets["artifacts"], Prefix=prefix)["Contents"]}  # fmt: skip
+    assert {"MANIFEST.json", "metrics.json", "adapter/adapter_model.safetensors"} <= keys, keys
+    metrics = json.loads(s3.get_object(Bucket=buckets["artifacts"],
+                                       Key=prefix + "metrics.json")["Body"].read())  # fmt: skip
+    assert metrics["world_size"] == 2
+    losses = [epoch["eval_loss"] for epoch in metrics["epochs"]]
+    print("eval loss per epoch", losses, "metrics in status", status["metrics"])
+    assert losses[-1] < losses[0], losses
+    assert status["metrics"]["evalLoss"] == pytest.approx(metrics["eval_loss"])
+    assert {"trainLoss", "evalLoss", "evalPerplexity", "tokensPerSecond"} <= set(status["metrics"])
+    uri = f"s3://{buckets['artifacts']}/{prefix}"
+    assert status["artifacts"]["uri"] == uri and status["artifacts"]["adapter"] == uri + "adapter/"
+    succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    print("Succeeded condition:", succeeded)
+    assert succeeded["status"] == "True"
+
+
+def test_a_broken_data_line_fails_the_job_at_once_with_the_trainers_message(stack):
+    plane, kubelet, buckets = stack
+    plane.create([job("tiny-bad", "bad", buckets)])
+    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-bad"), 180, 1)
+    pods = pods_of(plane, "tiny-bad")
+    logs = {p["metadata"]["name"]: kubelet.log(NS, p["metadata"]["name"], "pytorch")
+            for p in pods}  # fmt: skip
+    status = done["status"]
+    assert status["phase"] == "Failed", (status, logs)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    pytorchjob = get(plane, "pytorchjob", "-n", NS, "tiny-bad")
+    print("FineTuneJob Failed condition:", failed)
+    print("PyTorchJob conditions:", pytorchjob["status"]["conditions"])
+    for pod in pods:
+        print(pod["metadata"]["name"], pod["status"]["phase"],
+              [c["state"] for c in pod["status"].get("containerStatuses") or []])  # fmt: skip
+    assert failed["reason"] == "InvalidInput", failed
+    assert "train.jsonl" in failed["message"] and "\n" not in failed["message"], failed
+    codes = {c["state"]["terminated"]["exitCode"] for p in pods
+             for c in p["status"].get("containerStatuses") or [] if "terminated" in c["state"]}
+    assert 2 in codes, codes
+    # Exit 2 under restartPolicy ExitCode: the job failed at once; no pod was made again (a
+    # recreated pod keeps its name: the kubelet would have started it twice).
+    time.sleep(3)
+    assert starts(kubelet, "tiny-bad") == {"tiny-bad-master-0": 1, "tiny-bad-worker-0": 1}
+    events = json.loads(kubectl(plane, "get", "events", "-n", NS, "--field-selector",
+                                "involvedObject.name=tiny-bad", "-o", "json"))["items"]  # fmt: skip
+    print("PyTorchJob events:", [(e["reason"], e["message"]) for e in events])
+    created = [e.get("count", 1) for e in events if e["reason"] == "SuccessfulCreatePod"]
+    assert sum(created) == 2, events  # a repeated event is counted, not listed again
+
+
+def starts(kubelet: LocalKubelet, job_name: str) -> Counter:
+    """How often the kubelet started each pod of the job (by pod name)."""
+    return Counter(run.name for run in list(kubelet.runs.values())
+                   if run.name.startswith(f"{job_name}-"))  # fmt: skip
