@@ -235,3 +235,37 @@ def watch_lines(log: str) -> list[str]:
             seen.add(kind)
             lines.append(line[:200])
     return lines
+
+
+def test_two_replicas_peer_one_acts_and_the_other_takes_over(cluster, storage, tmp_path):
+    """The chart's two-replica setup on the real server (its peering CRDs and object): once
+    both replicas are in the peering object, one creates every PyTorchJob; after SIGTERM to
+    it, the other creates the next ones. No PyTorchJob is created twice."""
+    namespace, first, later = "peering", ["job-a", "job-b", "job-c"], ["job-d", "job-e"]
+    namespace_with_hub(cluster, storage, namespace)
+    replicas = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        replicas.append(Operator(cluster, tmp_path / name, **SETTINGS).start())
+    try:
+        wait_for("hub Ready", lambda: hub_ready(cluster, namespace, "hub"), 60)
+        wait_for("both replicas in the peering object", lambda: len(
+            (get(cluster, "clusterkopfpeering", "kubetune") or {}).get("status") or {}) >= 2, 60)
+        for name in first:
+            create(cluster, job(name, namespace, storage[1]))
+        wait_converged(cluster, namespace, first)
+        creators = [r for r in replicas if f"PyTorchJob {namespace}/" in r.logs()]
+        assert len(creators) == 1, "both replicas acted"
+        acting, standby = creators[0], next(r for r in replicas if r is not creators[0])
+        acting.stop()  # SIGTERM: kopf takes its entry out of the peering object as it goes
+        for name in later:
+            create(cluster, job(name, namespace, storage[1]))
+        took_over = time.monotonic()
+        wait_converged(cluster, namespace, later)
+        print(f"peering: the standby replica took over in {time.monotonic() - took_over:.1f} s")
+        assert all(f"PyTorchJob {namespace}/{n} created" in standby.logs() for n in later)
+        assert_one_pytorchjob_each(cluster, namespace, first + later,
+                                   acting.logs() + standby.logs())  # fmt: skip
+    finally:
+        for replica in replicas:
+            replica.stop()
