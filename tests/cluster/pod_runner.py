@@ -269,6 +269,8 @@ class PodRun:
         services = self.kubelet.service_names(self.namespace)
         env = {**image.env, **given}
         for key, value in env.items():
+            if key == "PATH":  # this machine's, from the image: never a path inside the pod
+                continue
             if value.startswith("/"):
                 env[key] = self._host_path(container, value)
             elif value in services:

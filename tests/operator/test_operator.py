@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator
 
 import boto3
@@ -372,12 +373,13 @@ async def test_missing_data_waits_and_local_uris_are_refused(cluster, models, ca
     caplog.set_level(logging.INFO)
     async with operator(cluster):
         await cluster.create(hub(models))
-        await cluster.create(job(data={"train": "s3://data/later/"}))
+        later = f"later-{uuid.uuid4().hex[:8]}"  # S3 is shared by both servers' runs
+        await cluster.create(job(data={"train": f"s3://data/{later}/"}))
         has = lambda t: lambda o: condition(o, t) is not None  # noqa: E731
         ftj = await cluster.wait_for("ftj", TEAM, "bot", has("DataValidated"), timeout=10)
         assert condition(ftj, "DataValidated")["reason"] == "DataNotFound"
         assert ftj["status"]["phase"] == "Pending" and await cluster.list("PyTorchJob", TEAM) == []
-        boto3.client("s3").put_object(Bucket="data", Key="later/a.csv", Body=b"text\nx\n")
+        boto3.client("s3").put_object(Bucket="data", Key=f"{later}/a.csv", Body=b"text\nx\n")
         await cluster.wait_for("PyTorchJob", TEAM, "bot", timeout=20)
 
         await cluster.create(job(name="local", output="file:///tmp/out/"))

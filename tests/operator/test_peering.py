@@ -4,11 +4,12 @@ peering) against the test API server. Exactly one acts; when it stops, the other
 import asyncio
 
 import pytest
+import pytest_asyncio
 
 from tests.operator.test_operator import (  # noqa: F401 (fixtures, requested by name)
+    OTHER,
     PLATFORM,
     TEAM,
-    cluster,
     hub,
     job,
     models,
@@ -21,6 +22,15 @@ pytestmark = pytest.mark.asyncio
 
 PEERING = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}}  # fmt: skip  # noqa: E501
 CREATED = "PyTorchJob team-a/{} created"  # what a replica logs on a 201 (controller/cluster.py)
+
+
+@pytest_asyncio.fixture
+async def cluster(apiserver: ApiServer) -> ApiServer:
+    """The test API server only: this test counts its requests (the real server's peering is
+    tested in tests/cluster/test_faults.py)."""
+    for namespace in (PLATFORM, TEAM, OTHER):
+        await apiserver.create_namespace(namespace)
+    return apiserver
 
 
 def pytorchjob_creates(api: ApiServer, code: int | None = None) -> list:
