@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.chart.helm import helm_binary
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.e2e_support import token_kubeconfig
 from tests.reliability.operator_runs import NS, PLATFORM, converged, hub, job
 from tests.support.processes import start_operator, stop_operator
 
@@ -125,12 +126,7 @@ def operator_kubeconfig(plane: ControlPlane, path: Path) -> Path:
     token = core.create_namespaced_service_account_token(
         RELEASE, SYSTEM, {"spec": {"expirationSeconds": 7200}}
     ).status.token
-    config = yaml.safe_load(plane.kubeconfig.read_text())
-    config["users"] = [{"name": "operator", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "operator"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return token_kubeconfig(plane, token, path)
 
 
 async def until(condition, watching: list[asyncio.Task], started: float) -> float:
