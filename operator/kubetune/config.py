@@ -75,6 +75,18 @@ class OperatorConfig(ApiObject):
         description="Extra or replaced instance profiles, by instance type; built-ins for "
         "common EKS g5, g6, g6e, p4d, p5 and trn1 instances are always there.",
     )
+    training_backend: Literal["auto", "trainjob", "pytorchjob"] = Field(
+        "auto",
+        description="What runs the training: Kubeflow Trainer v2 TrainJobs (trainjob), Training "
+        "Operator v1 PyTorchJobs (pytorchjob), or auto: TrainJob where the cluster serves it, "
+        "else PyTorchJob, decided once at start-up. A job keeps the backend it started with.",
+    )
+    training_runtime: str = Field(
+        "kubetune",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="The ClusterTrainingRuntime TrainJobs refer to (the chart ships it).",
+    )
     default_queue_name: str | None = Field(
         None, description="Kueue LocalQueue for jobs that name none."
     )

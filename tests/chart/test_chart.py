@@ -11,6 +11,7 @@ from openapi_schema_validator import OAS30Validator
 
 from kubetune import __version__
 from kubetune.api.v1alpha1 import common
+from kubetune.api.v1alpha1.exits import ExitCode, retryable
 from kubetune.cli.main import parser
 from kubetune.cli.operator_cmd import PEERING
 from kubetune.config import (
@@ -35,11 +36,12 @@ from tests.chart.render import (
     run_helm,
     template,
 )
+from tests.support.upstream import trainer_crd, why_not
 
 VALUES = pytest.mark.parametrize("values", [DEFAULT, ALL], ids=["default", "all-options"])
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest EKS one.
 KUBERNETES = ["1.29.0", "1.35.0"]
-CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
+CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "ClusterTrainingRuntime"}
 
 
 def chart_values() -> dict:
@@ -338,3 +340,59 @@ def test_readme_documents_every_value():
     readme = (CHART / "README.md").read_text()
     missing = [path for path in paths(chart_values()) if f"`{path}`" not in readme]
     assert not missing, f"charts/kubetune/README.md does not document {missing}"
+
+
+# --- The ClusterTrainingRuntime of TrainJobs ----------------------------------------------------
+
+
+def runtime(*values: str) -> dict | None:
+    return next(iter(find(objects(rendered(*values)), "ClusterTrainingRuntime")), None)
+
+
+TRAINER_SERVED = ("--api-versions", "trainer.kubeflow.org/v1alpha1/ClusterTrainingRuntime")
+
+
+@pytest.mark.parametrize(
+    "values, shipped",
+    [
+        ((), False),  # auto, and helm sees no Trainer v2 CRDs: PyTorchJob it will be
+        (TRAINER_SERVED, True),  # auto on a cluster with Kubeflow Trainer v2
+        (("--set", "trainingBackend=trainjob"), True),
+        ((*TRAINER_SERVED, "--set", "trainingBackend=pytorchjob"), False),
+        ((*TRAINER_SERVED, "--set", "trainingRuntime.create=false"), False),
+    ],
+)
+def test_the_runtime_ships_where_trainjobs_can_run(values, shipped):
+    assert (runtime(*values) is not None) == shipped
+
+
+def test_the_runtime_fails_pods_by_the_exit_code_contract():
+    """1-127 fail the job at once; 128-255 start a new pod (counted, bounded); disruptions are
+    not counted (kubetune.api.v1alpha1.exits)."""
+    job = runtime(*ALL)["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    counted, failed = rules[1]["onExitCodes"], rules[2]["onExitCodes"]
+    assert rules[1]["action"] == "Count" and rules[2]["action"] == "FailJob"
+    assert counted["operator"] == "In" and failed == {
+        "containerName": "node", "operator": "NotIn", "values": [0]
+    }
+    assert counted["values"] == [code for code in range(1, 256) if retryable(code)]
+    assert ExitCode.INFRASTRUCTURE in counted["values"]
+    assert not any(retryable(code) for code in ExitCode if code in (1, 2, 3))
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    [container] = pod["containers"]
+    assert container["name"] == "node"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert job["backoffLimit"] == 100
+
+
+@pytest.mark.parametrize("values", [ALL, ("--set", "trainingBackend=trainjob")])
+def test_the_runtime_validates_against_the_trainer_crd(values):
+    crd = trainer_crd("clustertrainingruntimes")
+    if not crd:
+        pytest.skip(why_not())
+    schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = sorted(OAS30Validator(schema).iter_errors(runtime(*values)), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)

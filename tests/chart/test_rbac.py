@@ -7,7 +7,7 @@ import pytest
 import yaml
 from kopf._cogs.structs import references
 
-from kubetune.controller.cluster import API_CALLS
+from kubetune.controller.cluster import api_calls
 from tests.chart.render import ALL, ALL_OPTIONS, DEFAULT, NAMESPACE, find, objects, one, rendered
 
 # What kopf 1.45 itself calls, by mode (read from its source, kopf/_core/...):
@@ -40,8 +40,16 @@ def triples(calls) -> set[Triple]:
     return {(group, resource, verb) for group, resource, verbs in calls for verb in verbs}
 
 
-def needed(mode: str) -> set[Triple]:
-    return triples(API_CALLS) | triples(KOPF_CALLS[mode])
+# trainingBackend (chart value) -> the training job kinds the operator may create.
+BACKEND_KINDS = {
+    "auto": {"TrainJob", "PyTorchJob"},
+    "trainjob": {"TrainJob"},
+    "pytorchjob": {"PyTorchJob"},
+}
+
+
+def needed(mode: str, backend: str = "auto") -> set[Triple]:
+    return triples(api_calls(BACKEND_KINDS[backend])) | triples(KOPF_CALLS[mode])
 
 
 def granted(role: dict) -> set[Triple]:
@@ -89,9 +97,16 @@ def test_whole_cluster_one_cluster_role_with_exactly_the_calls():
     compare(one(docs, "ClusterRole"), needed("clusterwide"))
 
 
+@pytest.mark.parametrize("backend", sorted(BACKEND_KINDS))
+def test_the_role_grants_the_training_job_kinds_the_backend_allows(backend):
+    docs = objects(rendered(*DEFAULT, "--set", f"trainingBackend={backend}"))
+    compare(one(docs, "ClusterRole"), needed("clusterwide", backend))
+
+
 def test_listed_namespaces_roles_there_and_cluster_scoped_calls_only_cluster_wide():
     docs = objects(rendered(*ALL))
-    calls = needed("namespaced")
+    backend = yaml.safe_load(ALL_OPTIONS.read_text())["trainingBackend"]
+    calls = needed("namespaced", backend)
     compare(one(docs, "ClusterRole"), cluster_scoped(calls))
     roles = find(docs, "Role")
     watched = yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"]

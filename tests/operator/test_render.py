@@ -1,5 +1,6 @@
 """Rendering is pure: the same Plan gives the same children, they validate against the
-Training Operator's PyTorchJob CRD, and every pod is locked down."""
+Training Operator's PyTorchJob CRD and Kubeflow Trainer's TrainJob CRD, and every pod is locked
+down."""
 
 import copy
 import json
@@ -12,8 +13,9 @@ from openapi_schema_validator import OAS30Validator
 from kubetune.config import OperatorConfig
 from kubetune.render.configmap import render_configmap
 from kubetune.render.pytorchjob import render_pytorchjob
+from kubetune.render.trainjob import render_trainjob
 from tests.operator.test_resolve import HUB, PUBLIC, job, resolve
-from tests.support.upstream import pytorchjob_crd, why_not
+from tests.support.upstream import pytorchjob_crd, trainer_crd, why_not
 
 GOLDEN = Path(__file__).parent / "golden"
 OWNER = {"name": "bot", "uid": "uid-1"}
@@ -22,6 +24,19 @@ OWNER = {"name": "bot", "uid": "uid-1"}
 def rendered(**spec):
     plan = resolve(job(**spec))
     return render_configmap(plan, OWNER), render_pytorchjob(plan, OperatorConfig(), OWNER)
+
+
+def rendered_trainjob(**spec):
+    return render_trainjob(resolve(job(**spec)), OperatorConfig(), OWNER)
+
+
+def patched_pod(trainjob) -> dict:
+    """The pod template of kubetune's runtime patch (the one replicated job, `node`)."""
+    [patch] = trainjob["spec"]["runtimePatches"]
+    assert patch["manager"] == "kubetune.io/operator"
+    [replicated] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert replicated["name"] == "node"
+    return replicated["template"]["spec"]["template"]
 
 
 def pods(pytorchjob):
@@ -192,3 +207,104 @@ def test_replicas_restart_by_the_exit_code_contract():
     configmap, _ = rendered(**CASES["multi-node-queued"])
     config = json.loads(configmap["data"]["config.json"])
     assert config["maxAttempts"] == 6  # runPolicy.backoffLimit 5 + the first start
+
+
+# --- TrainJob (Kubeflow Trainer v2) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_trainjob_matches_golden_yaml(case, request):
+    configmap, _ = rendered(**CASES[case])
+    text = yaml.safe_dump_all([configmap, rendered_trainjob(**CASES[case])], sort_keys=True)
+    golden = GOLDEN / "trainjob" / f"{case}.yaml"
+    if request.config.getoption("--update-golden"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} is missing; create it with --update-golden"
+    assert text == golden.read_text(), f"{golden} differs; review and rerun with --update-golden"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_trainjob_validates_against_the_trainer_crd(case):
+    crd = trainer_crd("trainjobs")
+    if not crd:
+        pytest.skip(why_not())
+    schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = sorted(OAS30Validator(schema).iter_errors(rendered_trainjob(**CASES[case])), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_trainjob_nodes_processes_accelerators_and_queue():
+    tj = rendered_trainjob(**CASES["multi-node-queued"])
+    spec = tj["spec"]
+    assert spec["runtimeRef"] == {
+        "name": "kubetune", "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"
+    }
+    trainer = spec["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
+    resources = trainer["resourcesPerNode"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "8"
+    assert resources["requests"]["ephemeral-storage"] == "200Gi"
+    assert spec["suspend"] is True  # Kueue admits it by unsuspending
+    assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert spec["activeDeadlineSeconds"] == 86400
+    # Torch's reserved names are the Trainer's to set: a TrainJob that sets them is refused.
+    assert not [e for e in trainer["env"] if e["name"].startswith("PET_")]
+    assert "MASTER_ADDR" not in {e["name"] for e in trainer["env"]}
+    single = rendered_trainjob(**CASES["single-node-instance-type"])["spec"]
+    assert single["suspend"] is False and "activeDeadlineSeconds" not in single
+
+
+def test_trainjob_pods_are_locked_down_and_carry_no_secret_values():
+    tj = rendered_trainjob(**CASES["multi-node-queued"])
+    pod = patched_pod(tj)
+    assert pod["metadata"]["labels"] == {"kubetune.io/finetunejob": "bot"}
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert GPU in spec["tolerations"]
+    [container] = spec["containers"]
+    assert container["name"] == "node"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/etc/kubetune", "/dev/shm", "/scratch", "/tmp"}
+    assert {v["name"] for v in spec["volumes"]} == {m["name"] for m in container["volumeMounts"]}
+    # No envFrom in a runtime patch: each credential variable by reference, optional.
+    env = tj["spec"]["trainer"]["env"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e]
+    assert {r["name"] for r in refs} == {"data-store", "model-store", "out-store"}
+    assert all(r["optional"] is True for r in refs)
+    assert all("value" not in e for e in tj["spec"]["trainer"]["env"] if "valueFrom" in e)
+    named = {e["name"] for e in tj["spec"]["trainer"]["env"]}
+    assert {"KUBETUNE_DATA_AWS_ACCESS_KEY_ID", "KUBETUNE_OUTPUT_AWS_ENDPOINT_URL"} <= named
+
+
+def test_trainjob_is_owned_by_the_job_and_named_deterministically():
+    tj = rendered_trainjob()
+    [ref] = tj["metadata"]["ownerReferences"]
+    assert ref["uid"] == "uid-1" and ref["controller"] is True
+    assert tj["metadata"]["name"] == "bot"
+    assert rendered_trainjob() == rendered_trainjob()
+
+
+@pytest.mark.parametrize(
+    "resources, hub_defaults, operator, toleration, cpu, memory, accelerators",
+    COMPUTE_PATHS.values(),
+    ids=COMPUTE_PATHS,
+)
+def test_trainjob_compute_paths_match_the_pytorchjob(
+    resources, hub_defaults, operator, toleration, cpu, memory, accelerators
+):
+    """Both backends give pods the same placement and resources for every compute path."""
+    hub = copy.deepcopy(HUB)
+    if hub_defaults is not None:
+        hub["spec"]["models"][0]["defaults"]["resources"] = hub_defaults
+    config = OperatorConfig.model_validate(operator)
+    spec = {"resources": resources} if resources else {}
+    plan = resolve(job(**spec), hub, PUBLIC, config=config)
+    [master, *_] = pods(render_pytorchjob(plan, config, OWNER))
+    tj = render_trainjob(plan, config, OWNER)
+    pod = patched_pod(tj)["spec"]
+    assert pod.get("tolerations") == master.get("tolerations")
+    assert pod.get("nodeSelector") == master.get("nodeSelector")
+    assert tj["spec"]["trainer"]["resourcesPerNode"] == master["containers"][0]["resources"]
+    assert tj["spec"]["trainer"]["image"] == master["containers"][0]["image"]

@@ -17,6 +17,7 @@ def pytorchjob(*true, suspend=False, start=None, end=None):
     if end:
         status["completionTime"] = end
     return {
+        "kind": "PyTorchJob",
         "metadata": {"name": "bot"},
         "spec": {"runPolicy": {"suspend": suspend}},
         "status": status,
@@ -45,7 +46,7 @@ def conditions(status):
     ],
 )
 def test_phase_follows_the_pytorchjob(states, suspend, phase):
-    status = build_status(observe(pytorchjob=pytorchjob(*states), suspend=suspend), None)
+    status = build_status(observe(training_job=pytorchjob(*states), suspend=suspend), None)
     assert status["phase"] == phase
     assert status["observedGeneration"] == 2
     assert status["trainingJob"] == {"kind": "PyTorchJob", "name": "bot"}
@@ -82,7 +83,7 @@ def test_progress_metrics_and_artifacts():
         "tokens_per_second": 900.0,
     }
     running = build_status(
-        observe(pytorchjob=pytorchjob("Running", start=T0), progress=progress), None
+        observe(training_job=pytorchjob("Running", start=T0), progress=progress), None
     )
     assert running["progress"] == {
         "epoch": 2,
@@ -102,7 +103,7 @@ def test_progress_metrics_and_artifacts():
     }
     done = build_status(
         observe(
-            pytorchjob=pytorchjob("Running", "Succeeded", start=T0, end=T1),
+            training_job=pytorchjob("Running", "Succeeded", start=T0, end=T1),
             progress=progress,
             metrics=final,
         ),
@@ -123,14 +124,15 @@ def test_progress_metrics_and_artifacts():
 
 
 def test_transition_time_kept_while_a_condition_holds():
-    first = build_status(observe(pytorchjob=pytorchjob("Running")), None)
+    first = build_status(observe(training_job=pytorchjob("Running")), None)
     later = build_status(
-        Observed(generation=2, plan=resolve(job()), pytorchjob=pytorchjob("Running"), now=T1), first
+        Observed(generation=2, plan=resolve(job()), training_job=pytorchjob("Running"), now=T1),
+        first,
     )
     times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
     assert times["Running"] == T0 and times["Validated"] == T0
     done = build_status(
-        Observed(generation=2, plan=resolve(job()), pytorchjob=pytorchjob("Succeeded"), now=T1),
+        Observed(generation=2, plan=resolve(job()), training_job=pytorchjob("Succeeded"), now=T1),
         first,
     )
     assert {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}["Running"] == T1
@@ -160,7 +162,7 @@ def test_a_failed_job_says_what_the_trainer_said():
                   "finishedAt": T0}  # fmt: skip
     preempted = {"exitCode": 143, "message": "stopped by SIGTERM", "finishedAt": T1}
     seen = observe(
-        pytorchjob=pytorchjob("Created", "Failed"),
+        training_job=pytorchjob("Created", "Failed"),
         pods=[trainer_pod(preempted), trainer_pod(data_error)],
     )
     status = build_status(seen, None)
@@ -174,10 +176,10 @@ def test_a_failed_job_says_what_the_trainer_said():
 def test_a_failure_without_a_termination_message_keeps_the_training_operators_words():
     job_failed = pytorchjob("Created", "Failed")
     job_failed["status"]["conditions"][-1]["message"] = 'job "bot" is failing because ...'
-    status = build_status(observe(pytorchjob=job_failed, pods=[]), None)
+    status = build_status(observe(training_job=job_failed, pods=[]), None)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "PyTorchJobFailed" and failed["message"].startswith("job")
     gave_up = {"exitCode": 3, "message": "started 5 times", "finishedAt": T0}
-    status = build_status(observe(pytorchjob=job_failed, pods=[trainer_pod(gave_up)]), None)
+    status = build_status(observe(training_job=job_failed, pods=[trainer_pod(gave_up)]), None)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["reason"], failed["message"]) == ("BackoffLimitExceeded", "started 5 times")

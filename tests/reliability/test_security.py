@@ -29,7 +29,8 @@ from kubetune.cli.operator_cmd import CREDENTIAL_LOGGERS, configure_logging
 from kubetune.config import OperatorConfig
 from kubetune.local.files import FileHubs
 from kubetune.render.configmap import render_configmap
-from kubetune.render.pytorchjob import SECRET_PREFIXES, render_pytorchjob
+from kubetune.render.pod import SECRET_PREFIXES
+from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.hubs import may_use
 from kubetune.resolve.plan import plan
 from kubetune_trainer.storage import StorageError, open_store

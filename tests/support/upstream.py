@@ -1,6 +1,6 @@
 """Files of the upstream projects the tests check against (the Training Operator's PyTorchJob
-CRD), taken from their pinned Go modules (tests/cluster/versions.env) as the cluster build does:
-never copied into the repo, the same on every machine that has Go."""
+CRD, Kubeflow Trainer's CRDs), taken from their pinned Go modules (tests/cluster/versions.env)
+as the cluster build does: never copied into the repo, the same on every machine that has Go."""
 
 import functools
 from pathlib import Path
@@ -18,9 +18,20 @@ def pytorchjob_crd() -> Path | None:
         return None
 
 
+@functools.cache
+def trainer_crd(plural: str) -> Path | None:
+    """Kubeflow Trainer's CRD for `plural` (trainjobs, clustertrainingruntimes ...), or None
+    where there is no Go toolchain to fetch it."""
+    try:
+        paths = crd_paths().get("trainer") or []
+    except (BuildError, OSError):
+        return None
+    return next((p for p in paths if p.name == f"trainer.kubeflow.org_{plural}.yaml"), None)
+
+
 def why_not() -> str:
     try:
         crd_paths()
     except (BuildError, OSError) as err:
-        return f"the Training Operator's PyTorchJob CRD is not available here: {err}"
+        return f"the upstream CRDs (Training Operator, Kubeflow Trainer) are not available: {err}"
     return ""

@@ -46,7 +46,9 @@ optional values are left out, so the operator's own defaults apply.
     "terminationGraceSeconds" .Values.trainer.terminationGraceSeconds
     "defaultResources" .Values.defaultResources
     "progressIntervalSeconds" .Values.progressIntervalSeconds
-    "hubRecheckSeconds" .Values.hubRecheckSeconds }}
+    "hubRecheckSeconds" .Values.hubRecheckSeconds
+    "trainingBackend" .Values.trainingBackend
+    "trainingRuntime" .Values.trainingRuntime.name }}
 {{- with .Values.trainer.serviceAccountName }}
 {{- $_ := set $config "trainerServiceAccount" . }}
 {{- end }}
@@ -66,4 +68,12 @@ optional values are left out, so the operator's own defaults apply.
 {{- $_ := set $config "defaultQueueName" . }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* Which training job kinds the operator may create: "TrainJob", "PyTorchJob" or both. */}}
+{{- define "kubetune.backend.trainjob" -}}
+{{- if has .Values.trainingBackend (list "auto" "trainjob") }}true{{ end }}
+{{- end }}
+{{- define "kubetune.backend.pytorchjob" -}}
+{{- if has .Values.trainingBackend (list "auto" "pytorchjob") }}true{{ end }}
 {{- end }}

@@ -14,11 +14,19 @@ these rules grant more or less than both together. No wildcards.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/status, modelhubs/status]
   verbs: [get, patch]
-# The training job of each FineTuneJob: created once, suspended and resumed with a patch.
+# The training job of each FineTuneJob: created once, suspended and resumed with a patch. The
+# kinds trainingBackend allows: TrainJob (Kubeflow Trainer v2), PyTorchJob (Training Operator).
+{{- if include "kubetune.backend.trainjob" . }}
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, watch, create, patch]
+{{- end }}
+{{- if include "kubetune.backend.pytorchjob" . }}
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [get, list, watch, create, patch]
-# The trainer's config, next to its PyTorchJob.
+{{- end }}
+# The trainer's config, next to its training job.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create]

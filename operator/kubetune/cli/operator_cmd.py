@@ -17,7 +17,9 @@ def register(commands) -> None:
     command = commands.add_parser(
         "operator",
         help="run the operator",
-        description="Reconcile ModelHubs and FineTuneJobs into PyTorchJobs. Uses the in-cluster "
+        description="Reconcile ModelHubs and FineTuneJobs into TrainJobs (Kubeflow Trainer v2) or "
+        "PyTorchJobs (Training Operator v1), as the config's trainingBackend and the cluster's "
+        "discovery decide at start-up. Uses the in-cluster "
         "service account, else the kubeconfig. Replicas peer through kopf (the kopf.dev CRDs and "
         "a peering object named kubetune, both from the Helm chart): one acts, the others stand "
         "by. Where the cluster has no kopf.dev CRDs, it warns and runs as the only replica. An "
@@ -59,6 +61,7 @@ def run(args) -> int:
     from prometheus_client import start_http_server
 
     from kubetune.controller.cluster import Cluster
+    from kubetune.controller.discovery import decide
     from kubetune.controller.handlers import build_registry
     from kubetune.controller.metrics import Metrics
     from kubetune.controller.preflight import peering_served, unreachable
@@ -85,7 +88,8 @@ def run(args) -> int:
     standalone = args.standalone or not peering_served(api, PEERING, args.namespace or [])
     metrics = Metrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
-    registry = build_registry(config, Cluster(api), metrics)
+    backends = decide(config.training_backend, api)
+    registry = build_registry(config, Cluster(api), metrics, backends)
     # A registry of our own has none of kopf's default login handlers: log in as the
     # kubernetes client just did (service account token, or the kubeconfig's credentials).
     kopf.on.login(registry=registry)(kopf.login_via_client)

@@ -1,5 +1,6 @@
-"""`kubetune render JOB.yaml --hub HUB.yaml`: the ConfigMap and PyTorchJob the operator would
-create for a FineTuneJob, from the operator's own resolve and render code, as YAML."""
+"""`kubetune render JOB.yaml --hub HUB.yaml`: the ConfigMap and training job (TrainJob or
+PyTorchJob) the operator would create for a FineTuneJob, from the operator's own resolve and
+render code, as YAML."""
 
 import argparse
 import sys
@@ -11,18 +12,19 @@ from kubetune.cli.validate import cluster_problems
 from kubetune.config import ConfigError, load_config
 from kubetune.local import files
 from kubetune.local.files import LocalError
+from kubetune.render.backends import BY_SETTING
 from kubetune.render.configmap import render_configmap
-from kubetune.render.pytorchjob import render_pytorchjob
 
 
 def register(commands) -> None:
     cmd = commands.add_parser(
         "render",
-        help="print the ConfigMap and PyTorchJob the operator would create for a job",
+        help="print the ConfigMap and training job the operator would create for a job",
         description="Resolve a FineTuneJob against the given ModelHubs (sharing, EULA, "
         "defaults, instance profiles) with the operator's code and print the ConfigMap and "
-        "PyTorchJob it would create, as multi-document YAML. Hub readiness (the operator's "
-        "check that a model's source exists) is not checked. Exit 2 with one line per problem.",
+        "TrainJob or PyTorchJob it would create, as multi-document YAML. Hub readiness (the "
+        "operator's check that a model's source exists) is not checked. Exit 2 with one line "
+        "per problem.",
     )
     cmd.add_argument("job", type=Path, metavar="JOB.yaml", help="the FineTuneJob (and ModelHubs)")
     add_resolution_arguments(cmd)
@@ -32,6 +34,13 @@ def register(commands) -> None:
         metavar="OPERATOR_CONFIG",
         help="the operator's config file, or the chart's ConfigMap (helm template ... "
         "--show-only templates/configmap.yaml); default: built-in defaults",
+    )
+    cmd.add_argument(
+        "--backend",
+        choices=sorted(BY_SETTING),
+        help="the training job kind: trainjob (Kubeflow Trainer v2) or pytorchjob (Training "
+        "Operator v1); default: the config's trainingBackend, pytorchjob where that is auto "
+        "(render cannot ask a cluster what it serves)",
     )
     cmd.add_argument(
         "--uid",
@@ -79,7 +88,9 @@ def run(args) -> int:
     for where, body in manifests.bodies:
         for problem in cluster_problems(body):
             print(f"kubetune: warning: {where}: {problem}", file=sys.stderr)
-    children = [render_configmap(plan, owner), render_pytorchjob(plan, config, owner)]
+    setting = args.backend or config.training_backend
+    backend = BY_SETTING.get(setting, BY_SETTING["pytorchjob"])
+    children = [render_configmap(plan, owner), backend.render(plan, config, owner)]
     sys.stdout.write(dump(children))
     return 0
 

@@ -11,10 +11,9 @@ from kubernetes.client.exceptions import ApiException
 
 from kubetune.api.manifests import prune_nulls
 from kubetune.api.v1alpha1 import GROUP, VERSION, ModelHub
+from kubetune.render.backends import BACKENDS, Backend
 
 log = logging.getLogger(__name__)
-
-KUBEFLOW = ("kubeflow.org", "v1", "pytorchjobs")
 
 # (API group, resource, verbs): what the code below does; the chart's Role grants these.
 API_CALLS = [
@@ -22,6 +21,8 @@ API_CALLS = [
     ("kubetune.io", "modelhubs/status", ["get", "patch"]),
     ("kubetune.io", "finetunejobs", ["get", "list", "watch", "patch"]),
     ("kubetune.io", "finetunejobs/status", ["get", "patch"]),
+    # The training jobs (render/backends.py): only the kinds trainingBackend allows (api_calls).
+    ("trainer.kubeflow.org", "trainjobs", ["get", "list", "watch", "create", "patch"]),
     ("kubeflow.org", "pytorchjobs", ["get", "list", "watch", "create", "patch"]),
     ("", "configmaps", ["get", "create"]),
     ("", "secrets", ["get"]),
@@ -29,6 +30,12 @@ API_CALLS = [
     ("", "pods", ["list"]),  # the termination message of a failed training job's pod
     ("", "events", ["create"]),  # kopf.event posts core v1 Events
 ]
+
+
+def api_calls(kinds: set[str]) -> list:
+    """API_CALLS for an operator that may create training jobs of `kinds` only."""
+    left_out = {(b.group, b.plural) for b in BACKENDS.values() if b.kind not in kinds}
+    return [call for call in API_CALLS if call[:2] not in left_out]
 
 
 class Cluster:
@@ -58,9 +65,9 @@ class Cluster:
                 self.core.create_namespaced_config_map(meta["namespace"], body)
                 created = body
             else:
-                group, version, plural = KUBEFLOW
+                backend = BACKENDS[body["kind"]]
                 created = self.custom.create_namespaced_custom_object(
-                    group, version, meta["namespace"], plural, body
+                    backend.group, backend.version, meta["namespace"], backend.plural, body
                 )
             log.info("%s %s/%s created", body["kind"], meta["namespace"], meta["name"])
             return created
@@ -68,22 +75,21 @@ class Cluster:
             if err.status != 409:
                 raise
         log.info("%s %s/%s exists already: adopted", body["kind"], meta["namespace"], meta["name"])
-        return (
-            self.pytorchjob(meta["namespace"], meta["name"])
-            if body["kind"] != "ConfigMap"
-            else body
-        )
+        if body["kind"] == "ConfigMap":
+            return body
+        return self.training_job(BACKENDS[body["kind"]], meta["namespace"], meta["name"])
 
-    def pytorchjob(self, namespace: str, name: str) -> dict | None:
-        group, version, plural = KUBEFLOW
+    def training_job(self, backend: Backend, namespace: str, name: str) -> dict | None:
         return self._get(
-            self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
+            self.custom.get_namespaced_custom_object,
+            backend.group, backend.version, namespace, backend.plural, name,
         )
 
-    def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        group, version, plural = KUBEFLOW
-        patch = {"spec": {"runPolicy": {"suspend": suspend}}}
-        self.custom.patch_namespaced_custom_object(group, version, namespace, plural, name, patch)
+    def set_suspend(self, backend: Backend, namespace: str, name: str, suspend: bool) -> None:
+        self.custom.patch_namespaced_custom_object(
+            backend.group, backend.version, namespace, backend.plural, name,
+            backend.suspend_patch(suspend),
+        )
 
     def pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))

@@ -1,9 +1,12 @@
-"""Reconcile one FineTuneJob: resolve it, make sure its ConfigMap and PyTorchJob exist (created
-once, adopted if there), follow suspend, and rebuild its status from what is there."""
+"""Reconcile one FineTuneJob: resolve it, make sure its ConfigMap and training job (TrainJob or
+PyTorchJob) exist (created once, adopted if there), follow suspend, and rebuild its status from
+what is there."""
 
+import json
 import logging
 from dataclasses import dataclass
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubetune.api.manifests import describe_all, prune_nulls
@@ -11,12 +14,13 @@ from kubetune.api.v1alpha1 import FineTuneJob
 from kubetune.config import OperatorConfig
 from kubetune.controller.cluster import Cluster
 from kubetune.controller.outputs import credentials_from_secret, read_outputs, store_for
+from kubetune.render.backends import BACKENDS, PYTORCHJOB, Backend, of
 from kubetune.render.configmap import render_configmap
-from kubetune.render.names import JOB_LABEL, QUEUE_LABEL, pytorchjob_name
-from kubetune.render.pytorchjob import render_pytorchjob
+from kubetune.render.names import JOB_LABEL, QUEUE_LABEL
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan, plan
-from kubetune.status.finetunejob import Observed, build_status, training_state
+from kubetune.status.finetunejob import REFUSED, Observed, build_status
+from kubetune.status.training import training_state
 from kubetune_trainer.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,24 @@ class Outcome:
     problem: ResolveError | None  # what stopped it; retry says whether waiting may help
 
 
-def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) -> Outcome:
+@dataclass(frozen=True)
+class Backends:
+    """What start-up discovery decided: the backend new jobs get, and every kind the cluster
+    serves (where a job created under another setting may already have its training job)."""
+
+    new_jobs: Backend = PYTORCHJOB
+    served: tuple[Backend, ...] = (PYTORCHJOB,)
+
+
+PYTORCHJOB_ONLY = Backends()  # what a caller that asked no cluster gets
+
+def reconcile(
+    body: dict,
+    cluster: Cluster,
+    config: OperatorConfig,
+    now: str,
+    backends: Backends = PYTORCHJOB_ONLY,
+) -> Outcome:
     meta, previous = body["metadata"], body.get("status") or {}
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation", 1)
@@ -52,22 +73,22 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
         return Outcome(build_status(observed, previous), problem)
 
     owner = {"name": name, "uid": meta["uid"]}
-    pytorchjob = cluster.pytorchjob(namespace, pytorchjob_name(name))
-    if pytorchjob is None:
+    backend, training_job = existing(previous, namespace, name, cluster, backends)
+    if training_job is None:
         try:  # before any accelerator is asked for; not again once training is under way
             check_uris(resolved)  # final, so before anything that waits
             check_secrets(resolved, cluster)
             check_data(resolved, cluster)
+            cluster.create(render_configmap(resolved, owner))
+            training_job = create(backend.render(resolved, config, owner), cluster)
         except ResolveError as problem:
             observed = Observed(generation, plan=resolved, problem=problem, now=now)
             return Outcome(build_status(observed, previous), problem)
-        cluster.create(render_configmap(resolved, owner))
-        pytorchjob = cluster.create(render_pytorchjob(resolved, config, owner))
     else:
-        follow_suspend(pytorchjob, job, cluster)
+        follow_suspend(training_job, job, cluster)
 
     progress = metrics = pods = None
-    state, _, _ = training_state(pytorchjob)
+    state, _, _ = training_state(training_job)
     if state == "Failed":  # once: a finished job's status is not rebuilt again
         pods = cluster.pods(namespace, {JOB_LABEL: name})
     if state in ("Running", "Restarting", "Succeeded", "Failed"):
@@ -77,7 +98,7 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
     observed = Observed(
         generation,
         plan=resolved,
-        pytorchjob=pytorchjob,
+        training_job=training_job,
         progress=progress,
         metrics=metrics,
         suspend=bool(job.spec.suspend),
@@ -90,6 +111,46 @@ def reconcile(body: dict, cluster: Cluster, config: OperatorConfig, now: str) ->
             {k: previous[k] for k in ("progress", "metrics") if k not in status and k in previous}
         )
     return Outcome(status, None)
+
+
+def existing(
+    previous: dict, namespace: str, name: str, cluster: Cluster, backends: Backends
+) -> tuple[Backend, dict | None]:
+    """The job's backend and its training job if there is one. A job keeps the kind it started
+    with (status.trainingJob.kind); before that is written, one of any served kind is adopted."""
+    recorded = BACKENDS.get((previous.get("trainingJob") or {}).get("kind"))
+    if recorded:
+        return recorded, cluster.training_job(recorded, namespace, name)
+    others = [b for b in backends.served if b != backends.new_jobs]
+    for backend in (backends.new_jobs, *others):
+        found = cluster.training_job(backend, namespace, name)
+        if found is not None:
+            return backend, found
+    return backends.new_jobs, None
+
+
+def create(body: dict, cluster: Cluster) -> dict:
+    """Create the training job; a refusal that someone must fix (no such kind served, an
+    admission webhook's verdict, a missing runtime) waits with the API server's own words."""
+    try:
+        return cluster.create(body)
+    except ApiException as err:
+        if err.status not in (400, 404, 422):
+            raise
+        said = api_message(err)
+        raise ResolveError(
+            REFUSED,
+            f"the API server refused the {body['kind']} ({err.status}): {said}; retrying",
+            retry=True,
+        ) from None
+
+
+def api_message(err: ApiException) -> str:
+    try:
+        said = json.loads(err.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        said = None
+    return " ".join(str(said or err.reason or "no reason given").split())
 
 
 def finished(status: dict, generation: int) -> bool:
@@ -144,12 +205,17 @@ def check_data(resolved: Plan, cluster: Cluster) -> None:
             )
 
 
-def follow_suspend(pytorchjob: dict, job: FineTuneJob, cluster: Cluster) -> None:
-    """spec.suspend -> runPolicy.suspend. A queued job is unsuspended by Kueue, not by us."""
+def follow_suspend(training_job: dict, job: FineTuneJob, cluster: Cluster) -> None:
+    """spec.suspend -> the training job's suspend. A queued job is unsuspended by Kueue, not
+    by us."""
+    backend = of(training_job)
     want = bool(job.spec.suspend)
-    have = bool((pytorchjob.get("spec", {}).get("runPolicy") or {}).get("suspend"))
-    queued = QUEUE_LABEL in (pytorchjob["metadata"].get("labels") or {})
+    have = backend.suspended(training_job)
+    queued = QUEUE_LABEL in (training_job["metadata"].get("labels") or {})
     if want != have and (want or not queued):
-        meta = pytorchjob["metadata"]
-        cluster.set_suspend(meta["namespace"], meta["name"], want)
-        pytorchjob.setdefault("spec", {}).setdefault("runPolicy", {})["suspend"] = want
+        meta = training_job["metadata"]
+        cluster.set_suspend(backend, meta["namespace"], meta["name"], want)
+        held = training_job
+        for key in backend.suspend_path[:-1]:
+            held = held.setdefault(key, {})
+        held[backend.suspend_path[-1]] = want

@@ -1,7 +1,7 @@
 """kopf handlers on their own registry: each decodes, delegates, returns.
 
 FineTuneJobs are reconciled on create, on resume (operator restart), on spec change and on a
-timer (PyTorchJob state and progress.json); ModelHubs on the same events and a slower timer.
+timer (training job state and progress.json); ModelHubs on the same events and a slower timer.
 """
 
 import contextlib
@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubetune.config import OperatorConfig
 from kubetune.controller import finetunejob, modelhub
 from kubetune.controller.cluster import Cluster
+from kubetune.controller.finetunejob import PYTORCHJOB_ONLY, Backends
 from kubetune.controller.metrics import Metrics
 from kubetune.controller.seen import Seen, index_by_name
 from kubetune.render.names import JOB_LABEL
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 JOBS = ("kubetune.io", "v1alpha1", "finetunejobs")
 HUBS = ("kubetune.io", "v1alpha1", "modelhubs")
-PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
 PREFIX = "kubetune.io"
 MAX_DELAY = 300  # seconds: backoff for a job that waits (hub missing, model not ready)
 # How our kopf.TemporaryError messages start, so the log says INFO for a wait and WARNING for
@@ -34,7 +34,10 @@ WAITING, API_TROUBLE = "waiting: ", "API server "
 
 
 def build_registry(
-    config: OperatorConfig, cluster: Cluster, metrics: Metrics
+    config: OperatorConfig,
+    cluster: Cluster,
+    metrics: Metrics,
+    backends: Backends = PYTORCHJOB_ONLY,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -53,10 +56,17 @@ def build_registry(
         if not any(isinstance(f, TemporaryIsNotError) for f in objects.filters):
             objects.addFilter(TemporaryIsNotError())
 
-    # Hubs and our PyTorchJobs as the watches see them: no GET of either per reconcile.
+    # Hubs and our training jobs as the watches see them: no GET of either per reconcile. Only
+    # kinds the cluster serves: kopf would wait for an index of a missing kind to fill.
     kopf.index(*HUBS, registry=registry, id="hubs")(index_by_name)
     ours = {JOB_LABEL: kopf.PRESENT}
-    kopf.index(*PYTORCHJOBS, labels=ours, registry=registry, id="pytorchjobs")(index_by_name)
+    index_ids = {b.kind: b.plural for b in backends.served}
+    for backend in backends.served:
+        api = (backend.group, backend.version, backend.plural)
+        kopf.index(*api, labels=ours, registry=registry, id=backend.plural)(index_by_name)
+
+    def seen(hubs, indexes: dict) -> Seen:
+        return Seen(cluster, hubs, {kind: indexes[i] for kind, i in index_ids.items()})
 
     one_at_a_time = PerJob()
     stopping = threading.Event()
@@ -65,12 +75,13 @@ def build_registry(
     async def stop_refreshing(**_):  # async: a sync one would queue behind the timers' runs
         stopping.set()  # timer runs still queued in the thread pool return at once
 
-    def reconcile_job(body, patch, retry, logger, hubs, pytorchjobs, **_):
+    def reconcile_job(body, patch, retry, logger, hubs, **kwargs):  # kwargs: the job indexes
         uid = body["metadata"]["uid"]
         with one_at_a_time.lock(uid), api_trouble_is_temporary(retry):
             started = time.monotonic()
-            seen = Seen(cluster, hubs, pytorchjobs)
-            outcome = finetunejob.reconcile(dict(body), seen, config, now())
+            outcome = finetunejob.reconcile(
+                dict(body), seen(hubs, kwargs), config, now(), backends
+            )
             metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
             if one_at_a_time.phase_changed(uid, outcome.status.get("phase")):
                 announce(body, outcome.status, logger)
@@ -100,10 +111,10 @@ def build_registry(
         metrics.job_phase(body["metadata"]["uid"], None)
         one_at_a_time.forget(body["metadata"]["uid"])
 
-    def reconcile_hub(body, patch, hubs, pytorchjobs, retry=0, **_):
+    def reconcile_hub(body, patch, hubs, retry=0, **_):
         started = time.monotonic()
         with api_trouble_is_temporary(retry):
-            status = modelhub.reconcile_hub(dict(body), Seen(cluster, hubs, pytorchjobs), now())
+            status = modelhub.reconcile_hub(dict(body), Seen(cluster, hubs, {}), now())
         metrics.reconcile_seconds.labels("ModelHub").observe(time.monotonic() - started)
         meta = body["metadata"]
         metrics.hub_models_ready.labels(meta["namespace"], meta["name"]).set(status["readyModels"])

@@ -10,6 +10,10 @@ def pytorchjob_name(job_name: str) -> str:
     return job_name  # its pods: NAME-master-0, NAME-worker-N (why names stop at 50 chars)
 
 
+def trainjob_name(job_name: str) -> str:
+    return job_name  # its pods: NAME-node-0-N (JobSet: job NAME-node-0, index N)
+
+
 def configmap_name(job_name: str) -> str:
     return f"{job_name}-trainer-config"
 

@@ -1,16 +1,17 @@
 """A FineTuneJob's status from what the operator saw: the resolution (or why it failed), the
-PyTorchJob's conditions, the trainer's progress.json and the artifacts' MANIFEST.json."""
+training job's conditions (TrainJob or PyTorchJob), the trainer's progress.json and the
+artifacts' MANIFEST.json."""
 
 from dataclasses import dataclass
 
 from kubetune.api.v1alpha1.exits import REASONS, retryable
-from kubetune.render.pytorchjob import CONTAINER
+from kubetune.render.backends import of
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan
-from kubetune.status.conditions import condition, find, merge
+from kubetune.status.conditions import condition, merge
+from kubetune.status.training import container_name, times, training_state
 
-# PyTorchJob condition types, most decisive first: the first one that is True sets the phase.
-TRAINING_STATES = ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created")
+REFUSED = "TrainingJobRefused"  # the API server refused the training job (controller/finetunejob)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Observed:
     generation: int
     plan: Plan | None = None
     problem: ResolveError | None = None  # what stops it: no plan, or its data not there
-    pytorchjob: dict | None = None
+    training_job: dict | None = None  # the TrainJob or PyTorchJob
     progress: dict | None = None  # progress.json
     metrics: dict | None = None  # metrics.json, once MANIFEST.json exists
     suspend: bool = False
@@ -57,33 +58,32 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
         "hyperparameters": plan.hyperparameters.model_dump(exclude_none=True),
         **({"eulaVersion": model.eula.version} if model.eula else {}),
     }
-    if problem is not None:  # resolved, but its data or credentials are not there
+    if problem is not None and problem.reason != REFUSED:  # its data or credentials are not there
         conditions.append(condition("DataValidated", False, problem.reason, problem.message, gen))
         return stopped(status, conditions, problem, observed, previous)
     conditions.append(condition("DataValidated", True, "DataFound", plan.job.spec.data.train, gen))
-    pytorchjob = observed.pytorchjob
-    if pytorchjob is None:
+    training_job = observed.training_job
+    if problem is not None:  # its training job could not be created
+        conditions.append(condition("Running", False, problem.reason, problem.message, gen))
+        return stopped(status, conditions, problem, observed, previous)
+    if training_job is None:
         status["phase"] = "Pending"
         status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
         return status
 
-    status["trainingJob"] = {"kind": "PyTorchJob", "name": pytorchjob["metadata"]["name"]}
-    state, reason, message = training_state(pytorchjob)
-    status["phase"] = phase_of(state, observed.suspend, pytorchjob)
+    status["trainingJob"] = {"kind": training_job["kind"], "name": training_job["metadata"]["name"]}
+    state, reason, message = training_state(training_job)
+    status["phase"] = phase_of(state, observed.suspend, training_job)
     running = status["phase"] == "Running"
     conditions.append(condition("Running", running, reason if running else state, message, gen))
     if state == "Succeeded":
         conditions.append(condition("Succeeded", True, "TrainingSucceeded", message, gen))
     if state == "Failed":
-        code, said = failure_of(observed.pods or [])
+        code, said = failure_of(observed.pods or [], container_name(training_job))
         reason = REASONS.get(code, reason or "TrainingFailed")
         conditions.append(condition("Failed", True, reason, said or message, gen))
 
-    job_status = pytorchjob.get("status") or {}
-    if job_status.get("startTime"):
-        status["startTime"] = job_status["startTime"]
-    if job_status.get("completionTime") and state in ("Succeeded", "Failed"):
-        status["completionTime"] = job_status["completionTime"]
+    status.update(times(training_job, state, previous, observed.now))
     if observed.progress:
         status["progress"] = progress_of(observed.progress, state == "Succeeded")
         status["metrics"] = metrics_of(observed.progress, observed.metrics)
@@ -97,23 +97,13 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
     return status
 
 
-def training_state(pytorchjob: dict) -> tuple[str, str, str]:
-    """(state, reason, message) of the PyTorchJob's most decisive True condition."""
-    conditions = (pytorchjob.get("status") or {}).get("conditions") or []
-    for state in TRAINING_STATES:
-        found = find(conditions, state)
-        if found and found.get("status") == "True":
-            return state, found.get("reason") or state, found.get("message") or ""
-    return "Created", "Created", "waiting for the training operator"
-
-
-def failure_of(pods: list[dict]) -> tuple[int | None, str]:
+def failure_of(pods: list[dict], container: str) -> tuple[int | None, str]:
     """The exit code and termination message of the trainer container that ended the job:
     a permanent exit (1-127, kubetune.api.v1alpha1.exits) first, else the latest failure."""
     ended = []
     for pod in pods:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if status.get("name") != CONTAINER:
+            if status.get("name") != container:
                 continue
             for state in (status.get("state"), status.get("lastState")):
                 done = (state or {}).get("terminated")
@@ -126,10 +116,10 @@ def failure_of(pods: list[dict]) -> tuple[int | None, str]:
     return code, " ".join((done.get("message") or "").split())
 
 
-def phase_of(state: str, suspend: bool, pytorchjob: dict) -> str:
+def phase_of(state: str, suspend: bool, training_job: dict) -> str:
     if state in ("Succeeded", "Failed"):
         return state
-    if state == "Suspended" or (pytorchjob.get("spec", {}).get("runPolicy") or {}).get("suspend"):
+    if state == "Suspended" or of(training_job).suspended(training_job):
         return "Suspended" if suspend else "Queued"  # not suspended by the user: Kueue holds it
     if state in ("Running", "Restarting"):
         return "Running"

@@ -19,7 +19,8 @@ from kubetune.api.v1alpha1.meta import Condition, ObjectMeta
 
 # Changing these restarts nothing: the operator suspends/resumes or re-renders scheduling.
 MUTABLE_SPEC_FIELDS = ("suspend", "runPolicy", "scheduling")
-# The name becomes the PyTorchJob's and its Services' (DNS-1035): "<name>-worker-1023" <= 63.
+# The name becomes the training job's and its pods' hostnames (DNS-1035, <= 63):
+# "<name>-worker-1023" (PyTorchJob), "<name>-node-0-1023" (TrainJob's JobSet).
 MAX_NAME_LENGTH = 50
 DEFAULT_BACKOFF_LIMIT = 3
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -158,7 +159,11 @@ class Artifacts(ApiObject):
 class TrainingJobRef(ApiObject):
     """The training job the operator created."""
 
-    kind: str | None = Field(None, description="Kind, e.g. PyTorchJob.")
+    kind: Literal["TrainJob", "PyTorchJob"] | None = Field(
+        None,
+        description="TrainJob (trainer.kubeflow.org/v1alpha1, Kubeflow Trainer v2) or PyTorchJob "
+        "(kubeflow.org/v1, Training Operator v1): the backend this job started with and keeps.",
+    )
     name: str | None = Field(None, description="Name, in the FineTuneJob's namespace.")
 
 
@@ -184,7 +189,7 @@ class FineTuneJobStatus(ApiObject):
         description="Validated, ModelResolved, DataValidated, Running, Succeeded, Failed.",
     )
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
-    training_job: TrainingJobRef | None = Field(None, description="The PyTorchJob created.")
+    training_job: TrainingJobRef | None = Field(None, description="The training job created.")
     resolved: Resolved | None = Field(None, description="Model source and hyperparameters used.")
     progress: Progress | None = Field(None, description="Training progress.")
     metrics: Metrics | None = Field(None, description="Latest metrics.")

@@ -14,6 +14,17 @@ from kubetune.api.v1alpha1.common import StorageUri
 from kubetune.api.v1alpha1.hyperparameters import ResolvedHyperparameters
 
 DEFAULT_PATH = "/etc/kubetune/config.json"
+# The variables of a storage Secret the trainer reads, each under its channel's prefix
+# (KUBETUNE_DATA_AWS_ACCESS_KEY_ID ...): where a backend cannot pass a whole Secret with a prefix
+# (a TrainJob's runtimePatches have no envFrom), each is referenced by name.
+CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+)
 
 
 class JobIdentity(ApiObject):

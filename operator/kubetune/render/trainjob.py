@@ -1,0 +1,79 @@
+"""The Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1) that runs the trainer: one
+JobSet `node` job of `nodes` pods from the chart's ClusterTrainingRuntime, each running torchrun
+with one process per accelerator.
+
+What is per job goes in the TrainJob: image, env, node count, processes and resources through
+`spec.trainer`; volumes, placement, pod hardening and the pods' label through one runtime patch
+of ours. What is the same for every job is in the runtime (charts/kubetune/templates/
+trainingruntime.yaml): restart policy, the exit-code pod failure policy, the termination message
+path, and no service account token."""
+
+from kubetune.api.v1alpha1.finetunejob import RunPolicy
+from kubetune.config import OperatorConfig
+from kubetune.render import pod
+from kubetune.render.names import JOB_LABEL, QUEUE_LABEL, owner_reference, trainjob_name
+from kubetune.resolve.plan import Plan
+
+GROUP, VERSION = "trainer.kubeflow.org", "v1alpha1"
+NODE = "node"  # the runtime's replicated job and its container: the torch plugin's names
+PATCH_MANAGER = "kubetune.io/operator"  # whose runtime patch it is (Trainer keys them by this)
+
+
+def render_trainjob(plan: Plan, config: OperatorConfig, owner: dict) -> dict:
+    job, spec, compute = plan.job.metadata, plan.job.spec, plan.compute
+    labels = {JOB_LABEL: job.name}
+    queue = (spec.scheduling and spec.scheduling.queue_name) or config.default_queue_name
+    body = {
+        "runtimeRef": {
+            "name": config.training_runtime,
+            "apiGroup": GROUP,
+            "kind": "ClusterTrainingRuntime",
+        },
+        "trainer": {
+            "image": pod.image(plan, config),
+            "env": pod.env() + pod.secret_env(plan),
+            "numNodes": compute.nodes,
+            "numProcPerNode": compute.processes_per_node,
+            "resourcesPerNode": pod.resources(plan, config),
+        },
+        "runtimePatches": [
+            {"manager": PATCH_MANAGER, "trainingRuntimeSpec": runtime_patch(plan, config, labels)}
+        ],
+        # Kueue admits a job by unsuspending it; without Kueue, spec.suspend decides.
+        "suspend": bool(spec.suspend) or queue is not None,
+    }
+    deadline = (spec.run_policy or RunPolicy()).active_deadline_seconds
+    if deadline is not None:
+        body["activeDeadlineSeconds"] = deadline
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": {
+            "name": trainjob_name(job.name),
+            "namespace": job.namespace,
+            "labels": {**labels, **({QUEUE_LABEL: queue} if queue else {})},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": body,
+    }
+
+
+def runtime_patch(plan: Plan, config: OperatorConfig, labels: dict) -> dict:
+    """The pod template fields a runtime patch may set (Trainer's PodSpecPatch)."""
+    pod_spec = {
+        **pod.placement(plan, config),
+        "securityContext": pod.pod_security_context(),
+        # A preempted trainer saves a checkpoint on SIGTERM before it exits.
+        "terminationGracePeriodSeconds": config.termination_grace_seconds,
+        "volumes": pod.volumes(plan, config),
+        "containers": [
+            {
+                "name": NODE,
+                "volumeMounts": pod.volume_mounts(),
+                "securityContext": pod.container_security_context(),
+            }
+        ],
+    }
+    template = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
+    replicated = {"name": NODE, "template": {"spec": {"template": template}}}
+    return {"template": {"spec": {"replicatedJobs": [replicated]}}}
