@@ -17,6 +17,7 @@ SCRIPTS = {
     "kubetune.io_FineTuneJob": ARGOCD / "health" / "finetunejob.lua",
     "kubetune.io_ModelHub": ARGOCD / "health" / "modelhub.lua",
     "kubeflow.org_PyTorchJob": ARGOCD / "health" / "pytorchjob.lua",
+    "trainer.kubeflow.org_TrainJob": ARGOCD / "health" / "trainjob.lua",
 }
 
 # Argo CD's Lua VM opens base, table, string and math, nothing that reaches files or the OS.
@@ -357,6 +358,86 @@ PYTORCHJOBS = {
 def test_pytorchjob(case):
     obj, status, message = PYTORCHJOBS[case]
     assert health("kubeflow.org_PyTorchJob", obj) == (status, message)
+
+
+def trainjob(*conditions: dict, jobs=None, suspend: bool = False) -> dict:
+    """A Kubeflow Trainer v2.3 TrainJob: conditions Suspended, Complete and Failed (the latter
+    two copied from its JobSet's), jobsStatus from the JobSet's replicated jobs."""
+    obj = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "support-bot", "namespace": "team-a"},
+        "spec": {"runtimeRef": {"name": "kubetune"}, "suspend": suspend},
+    }
+    status = {}
+    if conditions:
+        status["conditions"] = list(conditions)
+    if jobs is not None:
+        status["jobsStatus"] = [{"name": "node", "suspended": 0, "failed": 0, **jobs}]
+    if status:
+        obj["status"] = status
+    return obj
+
+
+def tjcond(kind: str, status: str, reason: str, message: str) -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-01-05T10:00:00Z"}  # fmt: skip
+
+
+RESUMED = tjcond("Suspended", "False", "Resumed", "TrainJob is resumed")
+TRAINJOBS = {
+    "no status yet": (trainjob(), "Progressing", "Waiting for Kubeflow Trainer"),
+    "pods starting": (
+        trainjob(jobs={"active": 1, "ready": 0, "succeeded": 0}),
+        "Progressing",
+        "Starting: 0 of 1 jobs ready",
+    ),
+    "running": (trainjob(jobs={"active": 1, "ready": 1, "succeeded": 0}), "Progressing", "Running"),
+    "resumed and running": (
+        trainjob(RESUMED, jobs={"active": 1, "ready": 1, "succeeded": 0}),
+        "Progressing",
+        "Running",
+    ),
+    "complete": (
+        trainjob(
+            tjcond("Complete", "True", "AllJobsCompleted", "jobset completed successfully"),
+            jobs={"active": 0, "ready": 0, "succeeded": 1},
+        ),
+        "Healthy",
+        "Complete: jobset completed successfully",
+    ),
+    "failed": (
+        trainjob(
+            tjcond("Failed", "True", "FailedJobs", "jobset failed due to one or more job failures"),
+            jobs={"active": 0, "ready": 0, "succeeded": 0, "failed": 1},
+        ),
+        "Degraded",
+        "Failed: jobset failed due to one or more job failures",
+    ),
+    "past its deadline": (
+        trainjob(
+            tjcond("Failed", "True", "DeadlineExceeded", "TrainJob exceeded its active deadline")
+        ),
+        "Degraded",
+        "Failed: TrainJob exceeded its active deadline",
+    ),
+    "suspended": (
+        trainjob(tjcond("Suspended", "True", "Suspended", "TrainJob is suspended"), suspend=True),
+        "Suspended",
+        "Suspended: TrainJob is suspended",
+    ),
+    "created suspended by Kueue": (
+        trainjob(suspend=True),
+        "Suspended",
+        "Suspended (spec.suspend is true)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINJOBS))
+def test_trainjob(case):
+    obj, status, message = TRAINJOBS[case]
+    assert health("trainer.kubeflow.org_TrainJob", obj) == (status, message)
 
 
 # --- what ships -----------------------------------------------------------------------------
