@@ -31,7 +31,9 @@ def trainer_crd(plural: str) -> Path | None:
 
 def why_not() -> str:
     try:
-        crd_paths()
+        paths = crd_paths()
     except (BuildError, OSError) as err:
         return f"the upstream CRDs (Training Operator, Kubeflow Trainer) are not available: {err}"
+    if "trainer" not in paths:
+        return "Kubeflow Trainer is not among the pinned modules (tests/cluster/versions.env)"
     return ""

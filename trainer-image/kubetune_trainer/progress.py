@@ -8,6 +8,7 @@ import json
 import time
 
 from kubetune_trainer.storage import join_uri
+from kubetune_trainer.trainer_status import StatusPusher
 
 INTERVAL_SECONDS = 5.0
 
@@ -17,9 +18,16 @@ class ProgressReporter:
     then. Throughput counts only the time spent in training steps (not eval, not saving)."""
 
     def __init__(
-        self, store, output_uri: str, total_steps: int, start_step: int = 0, enabled: bool = True
+        self,
+        store,
+        output_uri: str,
+        total_steps: int,
+        start_step: int = 0,
+        enabled: bool = True,
+        pusher: StatusPusher | None = None,  # also to Kubeflow Trainer's endpoint, if any
     ):
         self.store, self.uri = store, join_uri(output_uri, "progress.json")
+        self.pusher = pusher if enabled else None
         self.total_steps, self.start_step, self.enabled = total_steps, start_step, enabled
         self.started = time.monotonic()
         self.last_write = 0.0
@@ -53,6 +61,8 @@ class ProgressReporter:
     def finished(self, step: int, eval_loss: float) -> None:
         self.state.update(step=step, eval_loss=eval_loss, eta_seconds=0, done=True)
         self.write()
+        if self.pusher:
+            self.pusher.close()
 
     def tokens_per_second(self) -> float:
         return self.tokens / max(self.train_seconds, 1e-9)
@@ -72,3 +82,5 @@ class ProgressReporter:
         self.last_write = time.monotonic()
         if self.enabled:
             self.store.write_bytes(self.uri, json.dumps(self.state).encode())
+        if self.pusher:
+            self.pusher.push(self.state)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from kubetune_trainer.trainer_status import Endpoint
+
 CHANNELS = ("model", "data", "output")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # boto3 Session / client arguments and the variable suffix each is read from.
@@ -33,6 +35,8 @@ class Runtime:
     # which the operator sets from each channel's Secret with an envFrom prefix. A channel
     # without them uses boto3's usual chain: plain AWS_* variables, IRSA, pod identity.
     credentials: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    # KUBEFLOW_TRAINER_SERVER_*: where Kubeflow Trainer takes progress (its TrainJobStatus gate).
+    trainer_status: Endpoint | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Runtime":
@@ -51,6 +55,7 @@ class Runtime:
             log_level=log_level(env.get("KUBETUNE_LOG_LEVEL", "INFO")),
             exit_dir=Path(env["KUBETUNE_EXIT_DIR"]) if env.get("KUBETUNE_EXIT_DIR") else None,
             credentials={c: channel_credentials(env, c) for c in CHANNELS},
+            trainer_status=Endpoint.from_env(env),
         )
 
     @property

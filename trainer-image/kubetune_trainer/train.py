@@ -42,6 +42,7 @@ from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.scratch import NoSpace
 from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune_trainer.trainer_status import StatusPusher
 
 log = logging.getLogger("kubetune.train")
 
@@ -162,8 +163,14 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
             len(val_rows),
         )
         state = resume(output, config, model, optimizer, scheduler, scratch, runtime)
+        endpoint = runtime.trainer_status if runtime.is_main else None
         progress = ProgressReporter(
-            output, config.output.uri, total_steps, state.step, enabled=runtime.is_main
+            output,
+            config.output.uri,
+            total_steps,
+            state.step,
+            enabled=runtime.is_main,
+            pusher=StatusPusher(endpoint) if endpoint else None,
         )
         saver = Saver(output, config, model, optimizer, scheduler, scratch, runtime)
 
