@@ -14,6 +14,7 @@ from kubetune.api.v1alpha1 import FineTuneJob, ModelHub
 from kubetune.config import OperatorConfig, load_config
 from kubetune.render.configmap import render_configmap
 from kubetune.render.pytorchjob import render_pytorchjob
+from kubetune.render.trainjob import render_trainjob
 from kubetune.resolve.plan import plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +65,39 @@ def test_prints_what_the_operator_renders_for_the_same_plan():
     configmap, pytorchjob = yaml.safe_load_all(result.stdout)
     assert [configmap, pytorchjob] == expected(JOB, [HUB], OperatorConfig(), "uid-1")
     assert pytorchjob["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_backend_trainjob_prints_the_trainjob_the_operator_would_create(tmp_path):
+    result = kubetune("render", JOB, "--hub", HUB, "--uid", "uid-1", "--backend", "trainjob")
+    assert result.returncode == 0, result.stderr
+    configmap, trainjob = yaml.safe_load_all(result.stdout)
+    cm, _ = expected(JOB, [HUB], OperatorConfig(), "uid-1")
+    (body,) = [d for d in yaml.safe_load_all(JOB.read_text()) if d["kind"] == "FineTuneJob"]
+    resolved = plan(FineTuneJob.model_validate(body), "uid-1", Hubs(HUB), OperatorConfig(),
+                    require_ready=False)  # fmt: skip
+    owner = {"name": body["metadata"]["name"], "uid": "uid-1"}
+    assert [configmap, trainjob] == [cm, render_trainjob(resolved, OperatorConfig(), owner)]
+    # The config's trainingBackend is the default; pytorchjob where it says auto.
+    config = tmp_path / "operator.yaml"
+    config.write_text("trainingBackend: trainjob\n")
+    by_config = kubetune("render", JOB, "--hub", HUB, "--uid", "uid-1", "--config", config)
+    assert by_config.stdout == result.stdout
+    assert "kind: PyTorchJob" in kubetune("render", JOB, "--hub", HUB).stdout
+
+
+def test_backend_trainjob_warns_of_what_a_trainjob_cannot_carry(tmp_path):
+    job = yaml.safe_load(JOB.read_text())
+    job["spec"]["scheduling"] = {"priorityClassName": "low"}
+    job["spec"]["runPolicy"] = {"ttlSecondsAfterFinished": 600}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    result = kubetune("render", path, "--hub", HUB, "--backend", "trainjob")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("kubetune: warning: TrainJob: spec.scheduling.priorityClassName")
+    assert "ttlSecondsAfterFinished is not applied" in lines[1]
+    assert kubetune("render", path, "--hub", HUB, "--backend", "pytorchjob").stderr == ""
 
 
 def test_yaml_has_no_anchors_and_the_trainer_config_reads_as_json():

@@ -91,6 +91,8 @@ def run(args) -> int:
     setting = args.backend or config.training_backend
     backend = BY_SETTING.get(setting, BY_SETTING["pytorchjob"])
     children = [render_configmap(plan, owner), backend.render(plan, config, owner)]
+    for problem in backend.unsupported(plan):
+        print(f"kubetune: warning: {backend.kind}: {problem}", file=sys.stderr)
     sys.stdout.write(dump(children))
     return 0
 

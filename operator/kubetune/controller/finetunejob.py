@@ -32,6 +32,7 @@ TERMINAL = ("Succeeded", "Failed")
 class Outcome:
     status: dict
     problem: ResolveError | None  # what stopped it; retry says whether waiting may help
+    warnings: tuple[str, ...] = ()  # said once, when the training job is created
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ def reconcile(
         except ResolveError as problem:
             observed = Observed(generation, plan=resolved, problem=problem, now=now)
             return Outcome(build_status(observed, previous), problem)
+        warnings = tuple(backend.unsupported(resolved))
     else:
+        warnings = ()
         follow_suspend(training_job, job, cluster)
 
     progress = metrics = pods = None
@@ -110,7 +113,7 @@ def reconcile(
         status.update(
             {k: previous[k] for k in ("progress", "metrics") if k not in status and k in previous}
         )
-    return Outcome(status, None)
+    return Outcome(status, None, warnings)
 
 
 def existing(

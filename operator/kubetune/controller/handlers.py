@@ -85,6 +85,9 @@ def build_registry(
             metrics.reconcile_seconds.labels("FineTuneJob").observe(time.monotonic() - started)
             if one_at_a_time.phase_changed(uid, outcome.status.get("phase")):
                 announce(body, outcome.status, logger)
+        for warning in outcome.warnings:  # the spec asks for what this backend cannot do
+            kopf.event(body, type="Warning", reason="NotApplied", message=warning)
+            logger.warning("%s", warning)
         metrics.job_phase(body["metadata"]["uid"], outcome.status.get("phase"))
         if outcome.status != (body.get("status") or {}):
             patch.status.update(outcome.status)

@@ -14,6 +14,7 @@ class Backend:
     version: str
     plural: str
     render: Callable  # (plan, config, owner) -> dict
+    unsupported: Callable  # (plan) -> lines naming the spec fields this kind cannot carry
     container: str  # the trainer container in its pods
     suspend_path: tuple[str, ...]  # where in the object spec.suspend lives
 
@@ -40,6 +41,7 @@ TRAINJOB = Backend(
     trainjob.VERSION,
     "trainjobs",
     trainjob.render_trainjob,
+    trainjob.unsupported,
     trainjob.NODE,
     ("spec", "suspend"),
 )
@@ -49,6 +51,7 @@ PYTORCHJOB = Backend(
     "v1",
     "pytorchjobs",
     pytorchjob.render_pytorchjob,
+    lambda plan: [],
     pytorchjob.CONTAINER,
     ("spec", "runPolicy", "suspend"),
 )

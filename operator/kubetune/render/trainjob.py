@@ -77,3 +77,26 @@ def runtime_patch(plan: Plan, config: OperatorConfig, labels: dict) -> dict:
     template = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
     replicated = {"name": NODE, "template": {"spec": {"template": template}}}
     return {"template": {"spec": {"replicatedJobs": [replicated]}}}
+
+
+def unsupported(plan: Plan) -> list[str]:
+    """What the job asks for that a TrainJob cannot carry (Trainer v2.3 API), one line each."""
+    spec, found = plan.job.spec, []
+    if spec.scheduling and spec.scheduling.priority_class_name:
+        found.append(
+            "spec.scheduling.priorityClassName is not applied: a TrainJob's runtime patches "
+            "cannot set a pod priority class (use a Kueue WorkloadPriorityClass, label "
+            "kueue.x-k8s.io/priority-class, or a PyTorchJob backend)"
+        )
+    policy = spec.run_policy or RunPolicy()
+    if policy.ttl_seconds_after_finished is not None:
+        found.append(
+            "spec.runPolicy.ttlSecondsAfterFinished is not applied: a TrainJob has no TTL "
+            "(delete the FineTuneJob to remove its TrainJob)"
+        )
+    if policy.clean_pod_policy not in (None, "None"):
+        found.append(
+            "spec.runPolicy.cleanPodPolicy is not applied: a TrainJob's pods stay until it is "
+            "deleted"
+        )
+    return found
