@@ -20,6 +20,7 @@ KINDS = {
     ("finetunejob", "finetunejobs", "ftj"): ("kubetune.io/v1alpha1", "finetunejobs", True),
     ("modelhub", "modelhubs", "mhub"): ("kubetune.io/v1alpha1", "modelhubs", True),
     ("pytorchjob", "pytorchjobs"): ("kubeflow.org/v1", "pytorchjobs", True),
+    ("trainjob", "trainjobs"): ("trainer.kubeflow.org/v1alpha1", "trainjobs", True),
     ("pod", "pods"): ("v1", "pods", True),
     ("event", "events"): ("v1", "events", True),
     ("configmap", "configmaps"): ("v1", "configmaps", True),
