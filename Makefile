@@ -88,10 +88,11 @@ kind-e2e: install
 .PHONY: cluster-bin cluster
 
 # The test control plane's binaries (kube-apiserver, kube-controller-manager, kube-scheduler, etcd,
-# kwok, Training Operator, Kueue) built from the Go modules pinned in tests/cluster/versions.env
-# into ~/.cache/kubetune/cluster/<hash>/bin: about 19 min on 2 cores the first time (and 8 GB
-# of Go module and build caches), then nothing to do. Needs only Go; KUBEBUILDER_ASSETS
-# (setup-envtest's folder) supplies kube-apiserver and etcd if set.
+# kwok, Training Operator, Trainer and JobSet, Kueue) built from the Go modules pinned in
+# tests/cluster/versions.env into ~/.cache/kubetune/cluster/<hash>/bin: about 23 min on 2 cores
+# the first time (3.5 of them for the Trainer and JobSet; 9 GB of Go module and build caches),
+# then nothing to do. Needs only Go; KUBEBUILDER_ASSETS (setup-envtest's folder)
+# supplies kube-apiserver and etcd if set.
 cluster-bin:
 	@start=$$(date +%s); $(PYTHON) -m tests.cluster.build && \
 	echo "make cluster-bin: $$(( $$(date +%s) - start )) s"

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +31,11 @@ class Group:
     version_key: str  # in versions.env
     module: str  # the upstream module that go.mod requires at that version
     binaries: dict[str, str]  # our name -> Go package
+    also: dict[str, str] = field(default_factory=dict)  # more pins of go.mod: key -> module
+
+    def pins(self) -> dict[str, str]:
+        """versions.env key -> module, for every module this group's go.mod requires by name."""
+        return {self.version_key: self.module, **self.also}
 
 
 def _k8s_version_flags(version: str) -> list[str]:
@@ -56,6 +61,13 @@ GROUPS = {
         "training-operator": "github.com/kubeflow/training-operator/cmd/training-operator.v1",
     }),
     "kueue": Group("KUEUE", "sigs.k8s.io/kueue", {"kueue": "sigs.k8s.io/kueue/cmd/kueue"}),
+    # Kubeflow Trainer v2 and the JobSet controller its TrainJobs become: one module graph
+    # (the Trainer requires this JobSet), so one compile.
+    "trainer": Group("TRAINER", "github.com/kubeflow/trainer/v2", {
+        "trainer-controller-manager":
+            "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager",
+        "jobset": "sigs.k8s.io/jobset",
+    }, also={"JOBSET": "sigs.k8s.io/jobset"}),
 }
 # setup-envtest's folder (KUBEBUILDER_ASSETS) provides these; then they are not built.
 ENVTEST_BINARIES = ("kube-apiserver", "etcd")
@@ -164,14 +176,15 @@ def _go_exec_name(package: str) -> str:
 
 def check_pins(group_name: str) -> None:
     """versions.env is the one place versions are edited; go.mod must follow it (--sync)."""
-    group = GROUPS[group_name]
-    wanted = versions()[group.version_key]
     gomod = (GO_MODULES / group_name / "go.mod").read_text()
-    found = re.search(rf"^\s*(?:require\s+)?{re.escape(group.module)}\s+(\S+)", gomod, re.M)
-    pinned = found.group(1) if found else "nothing"
-    if pinned != wanted:
-        raise BuildError(f"versions.env has {group.version_key}={wanted} but go/{group_name}/"
-                         f"go.mod requires {pinned}; run `python -m tests.cluster.build --sync`")
+    for key, module in GROUPS[group_name].pins().items():
+        wanted = versions()[key]
+        found = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(\S+)", gomod, re.M)
+        pinned = found.group(1) if found else "nothing"
+        if pinned != wanted:
+            raise BuildError(f"versions.env has {key}={wanted} but go/{group_name}/go.mod "
+                             f"requires {module} {pinned}; run `python -m tests.cluster.build "
+                             "--sync`")
 
 
 def sync() -> None:
@@ -182,25 +195,29 @@ def sync() -> None:
     pins = versions()
     for group_name, group in GROUPS.items():
         path = GO_MODULES / group_name / "go.mod"
-        version = pins[group.version_key]
-        text = re.sub(rf"^(\s*(?:require\s+)?{re.escape(group.module)}\s+)\S+",
-                      lambda m, v=version: m.group(1) + v, path.read_text(), flags=re.M)
+        text = path.read_text()
+        for key, module in group.pins().items():
+            text = re.sub(rf"^(\s*(?:require\s+)?{re.escape(module)}\s+)\S+",
+                          lambda m, v=pins[key]: m.group(1) + v, text, flags=re.M)
         if group_name == "kubernetes":  # staging modules: v1.35.4 is published as v0.35.4
+            version = pins[group.version_key]
             staging = "v0" + version[version.index("."):]
             text = re.sub(r"(=> k8s\.io/\S+ )v0\.\S+", rf"\g<1>{staging}", text)
         path.write_text(text)
         subprocess.run([go, "mod", "tidy"], cwd=path.parent, check=True)
-        print(f"go/{group_name}: {group.module} {version}")
+        print(f"go/{group_name}: " + ", ".join(f"{m} {pins[k]}" for k, m in group.pins().items()))
 
 
 @functools.cache
-def module_dir(group_name: str) -> Path:
-    """The upstream module's source tree in the Go module cache (downloaded if needed)."""
+def module_dir(group_name: str, version_key: str | None = None) -> Path:
+    """The source tree of the group's module, or of its pin `version_key` (JOBSET in the
+    trainer group), in the Go module cache (downloaded if needed)."""
     go = go_command()
     if not go:
         raise BuildError(f"no Go toolchain to find the {group_name} module's files")
     group = GROUPS[group_name]
-    spec = f"{group.module}@{versions()[group.version_key]}"
+    key = version_key or group.version_key
+    spec = f"{group.pins()[key]}@{versions()[key]}"
     result = subprocess.run([go, "mod", "download", "-json", spec], cwd=GO_MODULES / group_name,
                             capture_output=True, text=True)
     info = json.loads(result.stdout or "{}")
@@ -211,14 +228,26 @@ def module_dir(group_name: str) -> Path:
 
 def crd_paths() -> dict[str, list[Path]]:
     """Upstream CRDs the tests apply, from the module trees (never copied into the repo)."""
-    kueue = module_dir("kueue") / "config/components/crd"
     return {
         "training-operator": [module_dir("training-operator")
                               / "manifests/base/crds/kubeflow.org_pytorchjobs.yaml"],
-        # Kueue's own kustomization lists the CRDs it installs.
-        "kueue": [kueue / line.strip()[2:] for line in (kueue / "kustomization.yaml").read_text()
-                  .splitlines() if line.strip().startswith("- bases/")],
+        # Each kustomization lists the CRDs it installs.
+        "kueue": _kustomized(module_dir("kueue") / "config/components/crd"),
+        "trainer": _kustomized(module_dir("trainer") / "manifests/base/crds"),
+        "jobset": _kustomized(module_dir("trainer", "JOBSET") / "config/components/crd"),
     }
+
+
+def _kustomized(folder: Path) -> list[Path]:
+    """The files under `resources:` of the folder's kustomization.yaml (one per line)."""
+    lines = (folder / "kustomization.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("resources:")) + 1
+    files = []
+    for line in lines[start:]:
+        if not line.strip().startswith("- "):
+            break
+        files.append(folder / line.strip()[2:])
+    return files
 
 
 def main() -> int:

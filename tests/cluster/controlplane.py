@@ -13,19 +13,25 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
 from kubernetes import client, config, dynamic
 
-from tests.cluster import addons, build
+from tests.cluster import addons, addons_trainer, build
 from tests.cluster.pki import write_pki
 from tests.cluster.process import ComponentError, Process, free_port, http_ok
 
-FULL = frozenset({"controller-manager", "scheduler", "kwok", "training-operator", "kueue"})
+FULL = frozenset({"controller-manager", "scheduler", "kwok", "training-operator", "jobset",
+                  "trainer", "kueue"})
+# A cluster with one generation of Kubeflow training only: its CRDs alone are installed, and
+# Kueue integrates that generation's kind (addons.KUEUE_FRAMEWORKS).
+TRAINING_OPERATOR_ONLY = FULL - {"jobset", "trainer"}  # v1: PyTorchJob
+TRAINER_ONLY = FULL - {"training-operator"}  # v2: TrainJob, run as JobSets
 BINARIES = {"controller-manager": "kube-controller-manager", "scheduler": "kube-scheduler",
-            "kwok": "kwok", "training-operator": "training-operator", "kueue": "kueue"}
+            "kwok": "kwok", "training-operator": "training-operator", "jobset": "jobset",
+            "trainer": "trainer-controller-manager", "kueue": "kueue"}
 SERVICE_CIDR = "10.96.0.0/16"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Audited: each create of a training job or a ConfigMap, and its answer (201, 409 ...), so
@@ -47,10 +53,14 @@ class ControlPlane:
     process group, whatever happens (finalizer, atexit, and the kernel if this process dies)."""
 
     def __init__(self, components: Iterable[str] = FULL, crds: Iterable[str | Path] = (),
-                 workdir: Path | None = None, log=None):
+                 workdir: Path | None = None, log=None,
+                 trainer_feature_gates: Mapping[str, bool] | None = None):
+        """`trainer_feature_gates`: the Trainer's, e.g. {"TrainJobStatus": True}
+        (addons_trainer.TRAINER_FEATURE_GATES)."""
         self.components = frozenset(components)
         if unknown := self.components - FULL:
             raise ValueError(f"unknown components {sorted(unknown)}; known: {sorted(FULL)}")
+        self.trainer_feature_gates = dict(trainer_feature_gates or {})
         self.crd_files = [Path(p) for p in crds]
         self._own_dir = workdir is None  # a folder we made is ours to remove
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="kubetune-cluster-"))
@@ -115,25 +125,35 @@ class ControlPlane:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pki = write_pki(self.dir / "pki")
         self._timed("etcd", self._etcd)
-        self._timed("kube-apiserver", self._apiserver)
-
+        apiserver_begin = time.monotonic()
+        apiserver = self._apiserver()
+        # While it starts (seconds): what each component needs, and the CRDs (megabytes).
         builders = {"controller-manager": ControlPlane._controller_manager,
                     "scheduler": ControlPlane._scheduler, "kwok": addons.kwok,
-                    "training-operator": addons.training_operator, "kueue": addons.kueue}
+                    "training-operator": addons.training_operator,
+                    "jobset": addons_trainer.jobset, "trainer": addons_trainer.trainer,
+                    "kueue": addons.kueue}
         specs = {name: make(self) for name, make in builders.items() if name in self.components}
         crds = [doc for path in self.crd_files for doc in addons.yaml_docs(path)]
-        if self.components & {"training-operator", "kueue"}:  # Kueue integrates PyTorchJob too
-            crds += [d for p in build.crd_paths()["training-operator"] for d in addons.yaml_docs(p)]
         crds += [crd for spec in specs.values() for crd in spec.crds]
-        crds_begin = time.monotonic()
-        self.create(crds)
-        self.create(obj for spec in specs.values() for obj in spec.before)
-        self._wait_established([crd["metadata"]["name"] for crd in crds])
-        self.startup_seconds["CRDs Established"] = time.monotonic() - crds_begin
+        crds = list({crd["metadata"]["name"]: crd for crd in crds}.values())  # JobSet's: twice
+        apiserver.wait_until(self._apiserver_ready, "ready")
+        self.startup_seconds["kube-apiserver"] = time.monotonic() - apiserver_begin
 
         started = time.monotonic()
-        for spec in specs.values():  # all at once: they start in parallel
-            self.processes.append(spec.process.start())
+        for spec in specs.values():  # those that need no CRD start at once, in parallel
+            if spec.early:
+                self.processes.append(spec.process.start())
+        self.create(crds)
+        self.create(obj for spec in specs.values() for obj in spec.before)
+        for spec in specs.values():
+            if spec.prepare:
+                spec.prepare()
+        self._wait_established([crd["metadata"]["name"] for crd in crds])
+        self.startup_seconds["CRDs Established"] = time.monotonic() - started
+        for spec in specs.values():  # the rest all at once, in parallel
+            if not spec.early:
+                self.processes.append(spec.process.start())
         for name, spec in specs.items():
             spec.process.wait_until(spec.ready, "ready", timeout=120)
             self.create(spec.after)
@@ -163,7 +183,8 @@ class ControlPlane:
             "--unsafe-no-fsync",  # a throw-away store: no fsync makes writes ~10x faster
             "--log-level=warn"], lambda: http_ok(f"{self.etcd_url}/health"))
 
-    def _apiserver(self) -> None:
+    def _apiserver(self) -> Process:
+        """Starts kube-apiserver; returns its process, not yet ready."""
         port = free_port()
         self.server = f"https://127.0.0.1:{port}"
         pki = self.pki
@@ -182,13 +203,19 @@ class ControlPlane:
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={tokens}",
             "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # A real issuer and signing key: TokenRequest and projected tokens work.
-            f"--service-account-issuer={ISSUER}", f"--service-account-key-file={pki.sa_pub}",
+            # A real issuer and signing key: TokenRequest and projected tokens work. The first
+            # issuer, the one tokens name, is this server: OIDC discovery works from here (the
+            # Trainer's status server verifies pods' tokens so); the in-cluster name is kept.
+            f"--service-account-issuer={self.server}", f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true", f"--cert-dir={self.dir / 'apiserver'}",
             "--profiling=false", f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
-        self._run("kube-apiserver", self._apiserver_args, self._apiserver_ready)
+        process = Process("kube-apiserver", [self.bin["kube-apiserver"], *self._apiserver_args],
+                          self.logs).start()
+        self.processes.append(process)
+        return process
 
     def audit_events(self) -> list[dict]:
         """What the API server recorded (AUDIT_POLICY: creates of PyTorchJobs and
@@ -249,7 +276,7 @@ class ControlPlane:
         args = [self.bin["kube-scheduler"], f"--kubeconfig={self.kubeconfig}",
                 "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false"]
         return addons.Addon(Process("scheduler", args, self.logs),
-                            lambda: http_ok(f"https://127.0.0.1:{port}/healthz"))
+                            lambda: http_ok(f"https://127.0.0.1:{port}/healthz"), early=True)
 
     def _wait_established(self, names: list[str], timeout: float = 30) -> None:
         api = self.dynamic.resources.get(api_version="apiextensions.k8s.io/v1",

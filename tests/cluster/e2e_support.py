@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import HelmUnavailable, helm_binary
-from tests.cluster.pod_runner import Image, from_dockerfile
+from tests.cluster.images import Image, from_dockerfile
 from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,17 +24,22 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.cluster.pod_runner import STRATEGIC, Image, PodRun, decode_secret, now
+from tests.cluster.cluster_dns import ClusterNames
+from tests.cluster.images import Image
+from tests.cluster.pod_runner import STRATEGIC, PodRun, decode_secret, now
 
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS, RENEW_EVERY = 40, 10  # as a kubelet: its lease lasts 40 s, renewed every 10 s
-# The pod network's resolver for containers: `nslookup NAME` answers for the Services of the
-# cluster (the Training Operator's init container waits for the master's Service this way).
+# The pod network's resolver for containers: `nslookup NAME` answers for the names of the
+# cluster's Services and of pods under headless ones (cluster_dns.py), one shell pattern a line
+# (the Training Operator's init container waits for the master's Service this way).
 NSLOOKUP = """#!/bin/sh
 name="$1"
-if grep -qxF "$name" "{hosts}"; then echo "Name: $name"; echo "Address: 127.0.0.1"; exit 0; fi
+while read -r pattern; do
+  case "$name" in $pattern) echo "Name: $name"; echo "Address: 127.0.0.1"; exit 0;; esac
+done < "{hosts}"
 echo "** server can't find $name: NXDOMAIN" >&2; exit 1
 """
 
@@ -63,7 +68,7 @@ class LocalKubelet:
         self.runs: dict[str, PodRun] = {}  # by pod uid
         self.tools = workdir / "tools"
         self._hosts = workdir / "hosts"
-        self._services: dict[str, set[str]] = {}  # namespace -> names resolvable from there
+        self.names = ClusterNames()  # what the cluster DNS answers, as of the last sync
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"kubelet {node}", daemon=True)
 
@@ -191,15 +196,9 @@ class LocalKubelet:
 
     def _resolvable(self) -> None:
         answer = self.core.list_service_for_all_namespaces(_preload_content=False)
-        services: dict[str, set[str]] = {}
-        for svc in json.loads(answer.data).get("items") or []:
-            name, ns = svc["metadata"]["name"], svc["metadata"]["namespace"]
-            full = {f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"}
-            services.setdefault(ns, set()).update({name, *full})
-        self._services = services
-        names = sorted(set().union(*services.values())) if services else []
+        self.names = ClusterNames.from_services(json.loads(answer.data).get("items") or [])
         partial = self._hosts.with_suffix(".partial")
-        partial.write_text("".join(f"{n}\n" for n in names))
+        partial.write_text("".join(f"{n}\n" for n in self.names.host_patterns()))
         partial.replace(self._hosts)
 
     # -- what pod runs ask of the API ---------------------------------------------------------
@@ -208,9 +207,6 @@ class LocalKubelet:
         if name not in self.images:
             raise LookupError(f"image {name}: not on this node (it has {sorted(self.images)})")
         return self.images[name]
-
-    def service_names(self, namespace: str) -> set[str]:
-        return self._services.get(namespace, set())
 
     def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
@@ -227,6 +223,17 @@ class LocalKubelet:
             if err.status == 404:
                 return None
             raise
+
+    def service_account_token(self, namespace: str, account: str, audience: str | None,
+                              seconds: int, pod: str, uid: str) -> str:
+        """A projected token, as a kubelet asks for it: TokenRequest, bound to the pod."""
+        spec = {"expirationSeconds": seconds,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}}
+        if audience:
+            spec["audiences"] = [audience]
+        answer = self.core.create_namespaced_service_account_token(
+            account, namespace, {"spec": spec}, _preload_content=False)
+        return json.loads(answer.data)["status"]["token"]
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         for attempt in range(20):  # the API server may be away a moment: retry, as kubelets do

@@ -21,6 +21,7 @@ SERVING_NAMES = [
     "kubernetes.default.svc.cluster.local",
     "kueue-webhook-service.kueue-system.svc",  # Kueue's internalCertManagement default
     "training-operator.kubeflow.svc",  # Training Operator: <--webhook-service-name>.<namespace>.svc
+    "kubeflow-trainer-controller-manager.kubeflow-system.svc",  # Trainer: its status server URL
 ]
 
 

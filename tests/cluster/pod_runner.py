@@ -4,14 +4,14 @@ reports it (phase, conditions, container statuses with exit code and termination
 
 A container sees paths (/scratch, /etc/kubetune/config.json); this machine has none of them, so
 each volume mount is a folder under the pod's own folder, and env values that are paths under a
-mount are rewritten to that folder. The "pod network" is loopback: an env value naming a Service
-of the pod's namespace becomes 127.0.0.1, and `nslookup` (tools/) answers for Services.
+mount are rewritten to that folder. The "pod network" is loopback: an env value naming what the
+cluster DNS answers for (a Service, a pod under a headless Service; cluster_dns.py), alone or as
+the host of a URL, becomes 127.0.0.1, and `nslookup` (tools/) answers for those names.
 """
 
 import base64
 import ctypes
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -20,42 +20,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.cluster.cluster_dns import LOOPBACK
+from tests.cluster.images import Image
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 MESSAGE_LIMIT = 4096  # kubelet: MaxContainerTerminationMessageLength
 FALLBACK_LINES, FALLBACK_BYTES = 80, 2048  # kubelet: FallbackToLogsOnError takes the log's tail
 STRATEGIC = "application/strategic-merge-patch+json"
 
 
-@dataclass(frozen=True)
-class Image:
-    """What an image brings to a container that runs it: ENTRYPOINT, CMD, ENV, WORKDIR."""
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str = "/"
-
-    def digest(self) -> str:
-        return hashlib.sha256(repr(self).encode()).hexdigest()
-
-
-def from_dockerfile(dockerfile: Path, entrypoint: list[str], path: str) -> Image:
-    """An image as its Dockerfile builds it: its ENV (KEY=VALUE form) and last WORKDIR, with
-    the `entrypoint` and PATH this machine runs it by."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())  # continued lines joined
-    env, workdir = {}, "/"
-    for line in text.splitlines():
-        words = line.split()
-        if words[:1] == ["ENV"]:
-            env.update(pair.split("=", 1) for pair in words[1:] if "=" in pair)
-        elif words[:1] == ["WORKDIR"]:
-            workdir = words[1]
-    return Image(entrypoint=entrypoint, env={**env, "PATH": path}, workdir=workdir)
+class ContainerConfigError(RuntimeError):
+    """What keeps a kubelet from creating a container (reason CreateContainerConfigError)."""
 
 
 def now() -> str:
@@ -101,10 +79,13 @@ class PodRun:
         try:
             self._run_pod()
         except Exception as err:  # noqa: BLE001 (a broken pod must not stop the kubelet)
-            log.exception("pod %s/%s: the local kubelet failed", self.namespace, self.name)
+            log.warning("pod %s/%s: the local kubelet failed: %s", self.namespace, self.name, err,
+                        exc_info=not isinstance(err, ContainerConfigError))
+            reason = "CreateContainerConfigError" if isinstance(
+                err, ContainerConfigError) else "LocalKubelet"
             for container in self._all_containers():  # shown where a kubelet shows it
                 if "terminated" not in self.statuses.get(container["name"], {}).get("state", {}):
-                    self.statuses[container["name"]] = self._waiting(container, "LocalKubelet")
+                    self.statuses[container["name"]] = self._waiting(container, reason)
                     self.statuses[container["name"]]["state"]["waiting"]["message"] = str(err)
             if self.deleted.is_set():
                 self._finish_deleted()
@@ -174,26 +155,41 @@ class PodRun:
     # -- volumes and containers ---------------------------------------------------------------
 
     def _volumes(self) -> dict[str, Path]:
-        """Each volume as a folder: emptyDir empty, configMap and secret with their keys."""
+        """Each volume as a folder: emptyDir empty, configMap, secret, downwardAPI and projected
+        (those, and service-account tokens by TokenRequest) with their files."""
         folders = {}
         for volume in self.spec.get("volumes") or []:
             folder = self.root / "volumes" / volume["name"]
             folder.mkdir(parents=True, exist_ok=True)
-            if "configMap" in volume:
-                source = volume["configMap"]
-                data = self._wait_for(lambda s=source: self.kubelet.config_map(
-                    self.namespace, s["name"]), source)  # fmt: skip
-                self._write_items(folder, data, source)
-            elif "secret" in volume:
-                source = volume["secret"]
-                data = self._wait_for(lambda s=source: self.kubelet.secret(
-                    self.namespace, s["secretName"]), source)  # fmt: skip
-                self._write_items(folder, data, source)
-            elif "emptyDir" not in volume:
-                raise NotImplementedError(f"volume {volume['name']}: only emptyDir, configMap "
-                                          "and secret volumes run here")  # fmt: skip
+            sources = (volume["projected"].get("sources") or []) if "projected" in volume \
+                else [volume]
+            for source in sources:
+                self._project(folder, source, volume["name"])
             folders[volume["name"]] = folder
         return folders
+
+    def _project(self, folder: Path, source: dict, name: str) -> None:
+        if "configMap" in source:
+            ref = source["configMap"]
+            data = self._wait_for(lambda: self.kubelet.config_map(self.namespace, ref["name"]), ref)
+            self._write_items(folder, data, ref)
+        elif "secret" in source:
+            ref = source["secret"]
+            secret = ref.get("secretName") or ref["name"]  # volume or projection
+            data = self._wait_for(lambda: self.kubelet.secret(self.namespace, secret), ref)
+            self._write_items(folder, data, ref)
+        elif "downwardAPI" in source:
+            items = source["downwardAPI"].get("items") or []
+            data = {item["path"]: self._field(item["fieldRef"]["fieldPath"]) for item in items}
+            self._write_items(folder, data, {})
+        elif "serviceAccountToken" in source:
+            token = source["serviceAccountToken"]
+            (folder / token["path"]).write_text(self.kubelet.service_account_token(
+                self.namespace, self.spec.get("serviceAccountName") or "default",
+                token.get("audience"), token.get("expirationSeconds", 3600), self.name, self.uid))
+        elif "emptyDir" not in source:
+            raise NotImplementedError(f"volume {name}: only emptyDir, configMap, secret, "
+                                      "downwardAPI and projected volumes run here")
 
     def _wait_for(self, read, source: dict) -> dict:
         """A missing ConfigMap or Secret holds the pod in ContainerCreating, as on a kubelet."""
@@ -252,45 +248,59 @@ class PodRun:
 
     def _env(self, container: dict, image: Image) -> dict[str, str]:
         """The image's ENV, then envFrom, then env (each later one wins), as a kubelet does;
-        then paths into the mounts' folders and Service names onto loopback."""
+        then paths into the mounts' folders and cluster names (cluster_dns.py) onto loopback."""
         given: dict[str, str] = {"HOSTNAME": self.spec.get("hostname") or self.name}
         for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            if "secretRef" in source:
-                data = self.kubelet.secret(self.namespace, source["secretRef"]["name"])
-            else:
-                data = self.kubelet.config_map(self.namespace, source["configMapRef"]["name"])
+            prefix, ref = source.get("prefix", ""), source.get("secretRef") or source[
+                "configMapRef"]
+            data = self._source("secretRef" in source, ref["name"], ref.get("optional"))
             given.update({prefix + k: v for k, v in (data or {}).items()})
         for var in container.get("env") or []:
             if "value" in var:
                 given[var["name"]] = _expand(var["value"], given)
-            elif "valueFrom" in var:
-                given[var["name"]] = self._value_from(var["valueFrom"])
-        services = self.kubelet.service_names(self.namespace)
+            elif "valueFrom" in var and (value := self._value_from(var["valueFrom"])) is not None:
+                given[var["name"]] = value
         env = {**image.env, **given}
         for key, value in env.items():
             if key == "PATH":  # this machine's, from the image: never a path inside the pod
                 continue
             if value.startswith("/"):
                 env[key] = self._host_path(container, value)
-            elif value in services:
-                env[key] = LOOPBACK
+            else:
+                env[key] = self.kubelet.names.onto_loopback(value, self.namespace)
         env["PATH"] = f"{self.kubelet.tools}:{env.get('PATH', '/usr/bin:/bin')}"
         return env
 
-    def _value_from(self, source: dict) -> str:
+    def _value_from(self, source: dict) -> str | None:
+        """The value, or None (the variable is not set) for an optional key that is missing."""
         if "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            fields = {"metadata.name": self.name, "metadata.namespace": self.namespace,
-                      "metadata.uid": self.uid, "spec.nodeName": self.kubelet.node,
-                      "spec.serviceAccountName": self.spec.get("serviceAccountName", "default"),
-                      "status.podIP": LOOPBACK, "status.hostIP": LOOPBACK}  # fmt: skip
-            if match := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
-                return (self.pod["metadata"].get(match[1]) or {}).get(match[2], "")
-            return fields[path]
-        ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
-        read = self.kubelet.secret if "secretKeyRef" in source else self.kubelet.config_map
-        return (read(self.namespace, ref["name"]) or {}).get(ref["key"], "")
+            return self._field(source["fieldRef"]["fieldPath"])
+        secret = "secretKeyRef" in source
+        ref = source["secretKeyRef" if secret else "configMapKeyRef"]
+        data = self._source(secret, ref["name"], ref.get("optional"))
+        if ref["key"] in (data or {}):
+            return data[ref["key"]]
+        if ref.get("optional"):
+            return None
+        kind = "Secret" if secret else "ConfigMap"
+        raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} "
+                                   f"{self.namespace}/{ref['name']}")
+
+    def _source(self, secret: bool, name: str, optional: bool | None) -> dict[str, str] | None:
+        data = (self.kubelet.secret if secret else self.kubelet.config_map)(self.namespace, name)
+        if data is None and not optional:  # a kubelet retries; here the container never starts
+            raise ContainerConfigError(f'{"secret" if secret else "configmap"} "{name}" not found')
+        return data
+
+    def _field(self, path: str) -> str:
+        """A downward-API field (env fieldRef, downwardAPI volume items)."""
+        fields = {"metadata.name": self.name, "metadata.namespace": self.namespace,
+                  "metadata.uid": self.uid, "spec.nodeName": self.kubelet.node,
+                  "spec.serviceAccountName": self.spec.get("serviceAccountName", "default"),
+                  "status.podIP": LOOPBACK, "status.hostIP": LOOPBACK}  # fmt: skip
+        if match := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
+            return (self.pod["metadata"].get(match[1]) or {}).get(match[2], "")
+        return fields[path]
 
     # -- status -------------------------------------------------------------------------------
 

@@ -32,8 +32,10 @@ def _die_with_parent() -> None:
 
 
 class Process:
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict | None = None):
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict | None = None,
+                 grace: float = 10):
         self.name, self.args, self.env = name, [str(a) for a in args], env
+        self.grace = grace  # seconds from SIGTERM to SIGKILL
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen | None = None
 
@@ -47,11 +49,12 @@ class Process:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def stop(self, grace: float = 10) -> None:
-        """SIGTERM to the whole process group, SIGKILL after `grace` seconds."""
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM to the whole process group, SIGKILL after `grace` seconds (its own)."""
         if self.popen is None:
             return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        for sig, wait in ((signal.SIGTERM, self.grace if grace is None else grace),
+                          (signal.SIGKILL, 5)):
             if self.popen.poll() is not None:
                 break
             try:

@@ -112,7 +112,7 @@ def test_pytorchjob_runs_on_a_gpu_node_succeeds_and_is_garbage_collected(cluster
 
 
 def test_pytorchjob_whose_pod_exits_1_fails(cluster, namespace):
-    # Our kwok Stage (stages/pytorchjob-pod-complete.yaml) reads the exit code from the pod.
+    # Our kwok Stage (stages/pod-complete.yaml) reads the exit code from the pod.
     failing = (PYTORCHJOB.replace("name: smoke", "name: failing")
                .replace("restartPolicy: OnFailure", "restartPolicy: Never")
                .replace("        spec:\n", "        metadata: {annotations: "

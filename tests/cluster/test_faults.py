@@ -33,7 +33,8 @@ from tests.cluster.e2e_support import (
 from tests.support.s3 import s3_server_fixture  # noqa: F401 (fixture, requested by name)
 
 pytestmark = pytest.mark.cluster
-SETTINGS = {"progressIntervalSeconds": 2}  # status follows the PyTorchJob within 2 s
+# Status follows the PyTorchJob within 2 s; PyTorchJobs, where the cluster serves TrainJobs too.
+SETTINGS = {"progressIntervalSeconds": 2, "trainingBackend": "pytorchjob"}
 CONVERGE_TIMEOUT_S = 60
 
 

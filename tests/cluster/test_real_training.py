@@ -1,9 +1,10 @@
-"""kubetune end to end with the trainer really training: the chart's operator turns a
-FineTuneJob into a PyTorchJob, the real Training Operator makes a Master and a Worker pod, the
+"""kubetune end to end with the trainer really training, once per backend: the chart's operator
+turns a FineTuneJob into a TrainJob (the real Kubeflow Trainer and JobSet make a Job of two
+indexed pods) or a PyTorchJob (the real Training Operator makes a Master and a Worker pod), the
 scheduler binds them to a node whose kubelet (tests/cluster/kubelet.py) runs their container as
-local processes (the image's entrypoint, with the env the Training Operator wrote and the
-Secrets' keys), the two torchrun "nodes" train a tiny Llama over gloo against moto S3, and the
-operator reads the trainer's metrics back into the FineTuneJob's status."""
+local processes (the image's entrypoint, with the env the controller wrote and the Secrets'
+keys), the two torchrun "nodes" train a tiny Llama over gloo against moto S3, and the operator
+reads the trainer's metrics back into the FineTuneJob's status."""
 
 import json
 import time
@@ -25,8 +26,8 @@ from tests.cluster.e2e_support import (
     trainer_image,
     wait_for,
 )
+from tests.cluster.images import Image
 from tests.cluster.kubelet import LocalKubelet
-from tests.cluster.pod_runner import Image
 from tests.support.s3 import s3_server_fixture  # noqa: F401 (fixture, requested by name)
 from tests.support.training import make_job
 
@@ -44,18 +45,24 @@ HYPERPARAMETERS = {"instruction_tuned": True, "epoch": 2, "learning_rate": 2e-3,
                    "lora_dropout": 0.0, "checkpoint_interval_steps": 0}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def stack(cluster, s3_server, tmp_path_factory):
-    """The chart, the operator (its config with the local.cpu profile and a 2 s refresh), the
-    local node and its kubelet, a hub with the tiny model, data and Secrets in moto."""
-    work = tmp_path_factory.mktemp("real-training")
+@pytest.fixture(scope="module", params=["TrainJob", "PyTorchJob"])
+def stack(request, cluster, s3_server, tmp_path_factory):
+    """The chart, the operator (its config with the local.cpu profile and a 2 s refresh, and the
+    backend), the local node and its kubelet, a hub with the tiny model, data and Secrets in
+    moto. Its jobs go when the module's run with this backend ends."""
+    kind = request.param
+    work = tmp_path_factory.mktemp(f"real-training-{kind.lower()}")
     ensure_namespace(cluster, NS)
     install_chart(cluster)
     buckets = upload(make_job(work / "job", samples=96), s3_server)
-    cluster.create([storage_secret(n, NS, s3_server)
-                    for n in ("model-store", "data-store", "artifact-store")])  # fmt: skip
+    secrets = [storage_secret(n, NS, s3_server)
+               for n in ("model-store", "data-store", "artifact-store")]  # fmt: skip
+    kubectl(cluster, "apply", "-f", "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": secrets}))  # fmt: skip
+    setting = {"TrainJob": "trainjob", "PyTorchJob": "pytorchjob"}[kind]
     operator = Operator(cluster, work, "--log-level", "INFO", progressIntervalSeconds=2,
-                        instanceProfiles={INSTANCE_TYPE: PROFILE})  # fmt: skip
+                        instanceProfiles={INSTANCE_TYPE: PROFILE},
+                        trainingBackend=setting)  # fmt: skip
     image = load_config(operator.config).images.cpu
     kubelet = LocalKubelet(cluster, NODE, work / "kubelet",
                            images={image: trainer_image(), INIT_IMAGE: Image()},
@@ -63,10 +70,11 @@ def stack(cluster, s3_server, tmp_path_factory):
     kubelet.start()
     operator.start()
     try:
-        cluster.create([hub(buckets["models"])])
+        kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(hub(buckets["models"])))
         wait_for("hub Ready", lambda: hub_ready(cluster, NS, "tiny"), 60)
-        yield cluster, kubelet, buckets
+        yield cluster, kubelet, buckets, kind
     finally:
+        kubectl(cluster, "delete", "ftj", "--all", "-n", NS, "--wait=true", "--timeout=60s")
         operator.stop()
         kubelet.stop()
         print(f"\noperator log: {operator.log}\nkubelet folder: {kubelet.workdir}")
@@ -122,38 +130,58 @@ def finished(plane, name: str) -> dict | None:
 
 
 def pods_of(plane, name: str) -> list[dict]:
-    found = get(plane, "pods", "-n", NS, "-l", f"training.kubeflow.org/job-name={name}")
+    found = get(plane, "pods", "-n", NS, "-l", f"kubetune.io/finetunejob={name}")
     return (found or {}).get("items") or []
 
 
 def by_role(pods: list[dict]) -> dict[str, dict]:
-    return {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in pods}
+    """master/worker: a PyTorchJob's replica types, or a TrainJob's node index 0 and 1."""
+    def role(pod):
+        labels = pod["metadata"]["labels"]
+        if "training.kubeflow.org/replica-type" in labels:
+            return labels["training.kubeflow.org/replica-type"]
+        index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        return {"0": "master", "1": "worker"}[index]
+
+    return {role(p): p for p in pods}
+
+
+CONTAINER = {"PyTorchJob": "pytorch", "TrainJob": "node"}
 
 
 def test_two_pods_train_the_tiny_model_and_the_status_shows_its_metrics(stack):
-    plane, kubelet, buckets = stack
+    plane, kubelet, buckets, kind = stack
     plane.create([job("tiny-tune", "good", buckets)])
     done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-tune"), 300, 1)
     listed = pods_of(plane, "tiny-tune")
     pods = by_role(listed)
-    logs = {role: kubelet.log(NS, p["metadata"]["name"], "pytorch") for role, p in pods.items()}
+    logs = {role: kubelet.log(NS, p["metadata"]["name"], CONTAINER[kind])
+            for role, p in pods.items()}  # fmt: skip
     status = done["status"]
     assert status["phase"] == "Succeeded", (status, logs["master"][-3000:])
+    assert status["trainingJob"] == {"kind": kind, "name": "tiny-tune"}
 
     assert len(listed) == 2 and set(pods) == {"master", "worker"}
-    assert starts(kubelet, "tiny-tune") == {"tiny-tune-master-0": 1, "tiny-tune-worker-0": 1}
+    assert sorted(starts(kubelet, "tiny-tune").values()) == [1, 1]  # no pod started twice
     for role, pod in pods.items():
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         print(role, json.dumps(env, sort_keys=True))
-        assert env["MASTER_ADDR"] == "tiny-tune-master-0" and env["PET_NNODES"] == "2"
-        assert env["PET_NODE_RANK"] == {"master": "0", "worker": "1"}[role]
+        assert env["PET_NNODES"] == "2"
+        if kind == "PyTorchJob":
+            assert env["MASTER_ADDR"] == "tiny-tune-master-0"
+            assert env["PET_NODE_RANK"] == {"master": "0", "worker": "1"}[role]
+        else:  # Trainer: PET_* only, the rank from the Job's completion index
+            assert "MASTER_ADDR" not in env
+            assert env["PET_MASTER_ADDR"] == "tiny-tune-node-0-0.tiny-tune"
+            assert env["PET_MASTER_PORT"] == "29500" and env["PET_NODE_RANK"] is None
         assert pod["spec"]["nodeName"] == NODE
         (container,) = pod["status"]["containerStatuses"]
         terminated = container["state"]["terminated"]
         assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed"), terminated
         assert pod["status"]["phase"] == "Succeeded"
-    worker_init = pods["worker"]["status"]["initContainerStatuses"][0]
-    assert worker_init["state"]["terminated"]["exitCode"] == 0  # nslookup found the master
+    if kind == "PyTorchJob":
+        worker_init = pods["worker"]["status"]["initContainerStatuses"][0]
+        assert worker_init["state"]["terminated"]["exitCode"] == 0  # nslookup found the master
     assert "rank 0 of 2 joined (gloo)" in logs["master"], logs["master"][-3000:]
     assert "rank 1 of 2 joined (gloo)" in logs["worker"], logs["worker"][-3000:]
 
@@ -180,18 +208,18 @@ def test_two_pods_train_the_tiny_model_and_the_status_shows_its_metrics(stack):
 
 
 def test_a_broken_data_line_fails_the_job_at_once_with_the_trainers_message(stack):
-    plane, kubelet, buckets = stack
+    plane, kubelet, buckets, kind = stack
     plane.create([job("tiny-bad", "bad", buckets)])
     done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-bad"), 180, 1)
     pods = pods_of(plane, "tiny-bad")
-    logs = {p["metadata"]["name"]: kubelet.log(NS, p["metadata"]["name"], "pytorch")
+    logs = {p["metadata"]["name"]: kubelet.log(NS, p["metadata"]["name"], CONTAINER[kind])
             for p in pods}  # fmt: skip
     status = done["status"]
     assert status["phase"] == "Failed", (status, logs)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
-    pytorchjob = get(plane, "pytorchjob", "-n", NS, "tiny-bad")
+    training_job = get(plane, kind.lower(), "-n", NS, "tiny-bad")
     print("FineTuneJob Failed condition:", failed)
-    print("PyTorchJob conditions:", pytorchjob["status"]["conditions"])
+    print(f"{kind} conditions:", training_job["status"]["conditions"])
     for pod in pods:
         print(pod["metadata"]["name"], pod["status"]["phase"],
               [c["state"] for c in pod["status"].get("containerStatuses") or []])  # fmt: skip
@@ -200,15 +228,21 @@ def test_a_broken_data_line_fails_the_job_at_once_with_the_trainers_message(stac
     codes = {c["state"]["terminated"]["exitCode"] for p in pods
              for c in p["status"].get("containerStatuses") or [] if "terminated" in c["state"]}
     assert 2 in codes, codes
-    # Exit 2 under restartPolicy ExitCode: the job failed at once; no pod was made again (a
-    # recreated pod keeps its name: the kubelet would have started it twice).
+    # Exit 2 fails the job at once (PyTorchJob: restartPolicy ExitCode; TrainJob: the runtime's
+    # podFailurePolicy FailJob): no pod was made again.
     time.sleep(3)
-    assert starts(kubelet, "tiny-bad") == {"tiny-bad-master-0": 1, "tiny-bad-worker-0": 1}
-    events = json.loads(kubectl(plane, "get", "events", "-n", NS, "--field-selector",
-                                "involvedObject.name=tiny-bad", "-o", "json"))["items"]  # fmt: skip
-    print("PyTorchJob events:", [(e["reason"], e["message"]) for e in events])
-    created = [e.get("count", 1) for e in events if e["reason"] == "SuccessfulCreatePod"]
-    assert sum(created) == 2, events  # a repeated event is counted, not listed again
+    assert sorted(starts(kubelet, "tiny-bad").values()) == [1, 1]
+    if kind == "PyTorchJob":  # a recreated pod keeps its name: counted in its events
+        listed = kubectl(plane, "get", "events", "-n", NS, "--field-selector",
+                         "involvedObject.name=tiny-bad", "-o", "json")  # fmt: skip
+        events = json.loads(listed)["items"]
+        print("PyTorchJob events:", [(e["reason"], e["message"]) for e in events])
+        created = [e.get("count", 1) for e in events if e["reason"] == "SuccessfulCreatePod"]
+        assert sum(created) == 2, events  # a repeated event is counted, not listed again
+    else:  # a new pod has a new name: the Job says how many it made
+        job_status = get(plane, "job", "-n", NS, "tiny-bad-node-0")["status"]
+        print("Job status:", job_status)
+        assert job_status.get("failed", 0) + job_status.get("succeeded", 0) <= 2, job_status
 
 
 def starts(kubelet: LocalKubelet, job_name: str) -> Counter:

@@ -1,0 +1,90 @@
+"""The Trainer's TrainJobStatus gate (alpha) on a plane of its own: the Trainer gives each
+trainer container a status URL, a CA and a projected token (KUBEFLOW_TRAINER_SERVER_URL, _CA_CERT,
+_TOKEN); a pod run by the local kubelet posts its progress there, and the Trainer writes it into
+the TrainJob's status.trainerStatus."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from tests.cluster import addons_trainer
+from tests.cluster.e2e_support import ensure_namespace, get, kubectl, wait_for
+from tests.cluster.images import Image
+from tests.cluster.kubelet import LocalKubelet
+
+pytestmark = pytest.mark.cluster
+NS, NODE = "trainjob-status", "local-0"
+COMPONENTS = ("controller-manager", "scheduler", "jobset", "trainer")  # pods: the local node's
+RUNTIME = {
+    "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime",
+    "metadata": {"name": "torch", "namespace": NS},
+    "spec": {"mlPolicy": {"numNodes": 1, "torch": {}}, "template": {"spec": {"replicatedJobs": [{
+        "name": "node",
+        "template": {
+            "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "node", "image": "python", "command": ["true"]}]}}}}}]}}},
+}  # fmt: skip
+# What a trainer does with the three variables: POST an UpdateTrainJobStatusRequest.
+REPORT = textwrap.dedent("""
+    import json, os, ssl, urllib.request
+    env = {k: v for k, v in os.environ.items() if k.startswith("KUBEFLOW_TRAINER_")}
+    print(json.dumps(env), flush=True)
+    token = open(env["KUBEFLOW_TRAINER_SERVER_TOKEN"]).read()
+    body = {"trainerStatus": {"progressPercentage": 40, "estimatedRemainingSeconds": 90,
+                              "metrics": [{"name": "loss", "value": "1.25"}],
+                              "lastUpdatedTime": "2026-01-01T00:00:00Z"}}
+    request = urllib.request.Request(env["KUBEFLOW_TRAINER_SERVER_URL"], method="POST",
+        data=json.dumps(body).encode(), headers={"Authorization": f"Bearer {token}",
+                                                 "Content-Type": "application/json"})
+    tls = ssl.create_default_context(cafile=env["KUBEFLOW_TRAINER_SERVER_CA_CERT"])
+    with urllib.request.urlopen(request, context=tls, timeout=10) as answer:
+        print(answer.status, answer.read().decode(), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def plane(request):
+    if reason := addons_trainer.private_mounts():
+        pytest.skip(f"the TrainJobStatus gate needs a mount namespace here: {reason}")
+    from tests.cluster.controlplane import ControlPlane
+
+    with ControlPlane(components=COMPONENTS, trainer_feature_gates={"TrainJobStatus": True},
+                      log=print) as plane:
+        print(f"\nTrainJobStatus plane started: {plane.startup_seconds}")
+        yield plane
+
+
+def test_a_pod_reports_progress_into_the_trainjob_status(plane, tmp_path):
+    ensure_namespace(plane, NS)
+    kubectl(plane, "apply", "-f", "-", stdin=json.dumps(RUNTIME))
+    kubelet = LocalKubelet(plane, NODE, tmp_path / "kubelet", images={"python": Image()})
+    kubelet.start()
+    try:
+        job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+               "metadata": {"name": "reports", "namespace": NS},
+               "spec": {"runtimeRef": {"name": "torch", "kind": "TrainingRuntime"},
+                        "trainer": {"numNodes": 1, "command": [sys.executable, "-c", REPORT]}}}
+        kubectl(plane, "apply", "-f", "-", stdin=json.dumps(job))
+        done = wait_for("TrainJob reports Complete", lambda: (
+            (tj := get(plane, "trainjob", "-n", NS, "reports")) and any(
+                c["type"] == "Complete" and c["status"] == "True"
+                for c in tj.get("status", {}).get("conditions") or []) and tj), 120)
+        pod = get(plane, "pods", "-n", NS, "-l", "jobset.sigs.k8s.io/jobset-name=reports")[
+            "items"][0]
+        output = kubelet.log(NS, pod["metadata"]["name"], "node")
+    finally:
+        kubelet.stop()
+    container = pod["spec"]["containers"][0]
+    print("\n--- pod reports: env, mounts, volumes the gate added\n" + json.dumps({
+        "env": [e for e in container["env"] if e["name"].startswith("KUBEFLOW_")],
+        "volumeMounts": container.get("volumeMounts"),
+        "volumes": [v for v in pod["spec"]["volumes"] if v["name"] == "kubeflow-trainer-token"],
+    }, indent=1))
+    print(f"--- the pod's output (env as the local kubelet gave it; the answer)\n{output}")
+    print("--- TrainJob reports: status\n" + json.dumps(done["status"], indent=1))
+    assert done["status"]["trainerStatus"]["progressPercentage"] == 40
+    assert done["status"]["trainerStatus"]["metrics"] == [{"name": "loss", "value": "1.25"}]
+    assert get(plane, "configmap", "-n", NS, "reports-tls-config") is not None
