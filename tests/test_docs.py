@@ -6,6 +6,7 @@ parser) and make targets (the Makefile). Chart values (values.yaml, values.schem
 and in the chart README and EKS guide as dotted names under a top-level value. Operator-config
 keys (OperatorConfig): in docs/operator.md's config section and the chart README's mapping."""
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 
 from kubetune.api.manifests import problems, read_documents
 from kubetune.api.v1alpha1 import TrainerConfig
+from kubetune.api.v1alpha1.model_urls import PresignedModel
 from kubetune.cli.main import parser
 from kubetune.config import OperatorConfig
 from tests.support.docnames import (
@@ -61,9 +63,12 @@ def test_readme_manifests_are_valid(text):
     assert docs and all(problems(doc) == [] for doc in docs), [problems(d) for d in docs]
 
 
-def test_trainer_config_example_loads_with_the_strict_type():
-    (example,) = blocks("docs/trainer-config.md", "json")
-    TrainerConfig.model_validate_json(example)
+def test_trainer_config_examples_load_with_the_strict_types():
+    types = {"TrainerConfig": TrainerConfig, "PresignedModel": PresignedModel}  # the URLs' file
+    examples = blocks("docs/trainer-config.md", "json")
+    for example in examples:
+        types[json.loads(example)["kind"]].model_validate_json(example)
+    assert sorted(json.loads(e)["kind"] for e in examples) == sorted(types)
 
 
 @EACH_DOC

@@ -10,6 +10,7 @@ from kubetune.api.manifests import describe_all
 from kubetune.api.safeload import CONFIG, LoadError, load_yaml, read_bounded
 from kubetune.api.v1alpha1.base import ApiObject
 from kubetune.api.v1alpha1.common import INSTANCE_TYPE, Quantity, SecretRef, StorageUri
+from kubetune.api.v1alpha1.model_urls import MAX_LIFETIME_SECONDS
 from kubetune.profiles import builtin_profiles
 
 DEFAULT_IMAGE = "ghcr.io/kubetune/trainer"
@@ -60,6 +61,36 @@ class DefaultResources(ApiObject):
     memory: Quantity | None = Field(None, description="Memory request per node.")
 
 
+class PresignedUrls(ApiObject):
+    """Model URLs for jobs of hubs with storage.access: presigned (api/v1alpha1/model_urls.py).
+    A pod that starts reads the URLs in force then: each must outlive the model's download."""
+
+    lifetime_seconds: int = Field(
+        86400,
+        ge=10,
+        le=MAX_LIFETIME_SECONDS,
+        description="How long each signed URL works (SigV4 allows at most 7 days). A leaked "
+        "URL reads one model file for at most this long.",
+    )
+    refresh_margin_seconds: int = Field(
+        43200,
+        ge=5,
+        description="The URLs are signed again once less than this is left, so a pod that "
+        "starts any time finds URLs good for at least this long, less the kubelet's delay in "
+        "updating a mounted Secret (about a minute). It also bounds how long the operator may "
+        "be down before starting pods find expired URLs. Less than lifetimeSeconds.",
+    )
+
+    @model_validator(mode="after")
+    def _margin_below_lifetime(self) -> "PresignedUrls":
+        if self.refresh_margin_seconds >= self.lifetime_seconds:
+            raise ValueError(
+                f"refreshMarginSeconds ({self.refresh_margin_seconds}) must be less than "
+                f"lifetimeSeconds ({self.lifetime_seconds})"
+            )
+        return self
+
+
 class OperatorConfig(ApiObject):
     """Settings of one operator installation."""
 
@@ -105,6 +136,10 @@ class OperatorConfig(ApiObject):
     )
     hub_recheck_seconds: float = Field(
         300, gt=0, description="How often hubs re-check that model sources exist."
+    )
+    presigned_urls: PresignedUrls = Field(
+        default_factory=PresignedUrls,
+        description="Lifetime and refresh of the model URLs of presigned hub access.",
     )
 
     @model_validator(mode="after")

@@ -371,7 +371,8 @@ def test_the_runtime_fails_pods_by_the_exit_code_contract():
     not counted (kubetune.api.v1alpha1.exits)."""
     job = runtime(*ALL)["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
     rules = job["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    disrupted = [{"type": "DisruptionTarget", "status": "True"}]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": disrupted}
     counted, failed = rules[1]["onExitCodes"], rules[2]["onExitCodes"]
     assert rules[1]["action"] == "Count" and rules[2]["action"] == "FailJob"
     assert counted["operator"] == "In" and failed == {
@@ -382,6 +383,7 @@ def test_the_runtime_fails_pods_by_the_exit_code_contract():
     assert not any(retryable(code) for code in ExitCode if code in (1, 2, 3))
     pod = job["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] == 300  # trainer.terminationGraceSeconds
     [container] = pod["containers"]
     assert container["name"] == "node"
     assert container["terminationMessagePath"] == "/dev/termination-log"

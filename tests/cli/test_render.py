@@ -13,6 +13,7 @@ import yaml
 from kubetune.api.v1alpha1 import FineTuneJob, ModelHub
 from kubetune.config import OperatorConfig, load_config
 from kubetune.render.configmap import render_configmap
+from kubetune.render.model_access import render_model_urls_secret
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.render.trainjob import render_trainjob
 from kubetune.resolve.plan import plan
@@ -55,23 +56,31 @@ def expected(job_path, hub_paths, config, uid):
     job = FineTuneJob.model_validate(body)
     resolved = plan(job, uid, Hubs(*hub_paths), config, require_ready=False)
     owner = {"name": job.metadata.name, "uid": uid}
-    return [render_configmap(resolved, owner), render_pytorchjob(resolved, config, owner)]
+    return [
+        render_configmap(resolved, owner),
+        render_model_urls_secret(resolved, owner, None),  # the example hub's access: presigned
+        render_pytorchjob(resolved, config, owner),
+    ]
 
 
 def test_prints_what_the_operator_renders_for_the_same_plan():
     result = kubetune("render", JOB, "--hub", HUB, "--uid", "uid-1")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # s3:// URIs: nothing to warn about
-    configmap, pytorchjob = yaml.safe_load_all(result.stdout)
-    assert [configmap, pytorchjob] == expected(JOB, [HUB], OperatorConfig(), "uid-1")
+    configmap, secret, pytorchjob = yaml.safe_load_all(result.stdout)
+    assert [configmap, secret, pytorchjob] == expected(JOB, [HUB], OperatorConfig(), "uid-1")
     assert pytorchjob["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    # The model URLs' Secret: its name and key, and no value (the operator signs at run time).
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "support-bot-model-urls")
+    assert list(secret["stringData"]) == ["urls.json"]
+    assert "X-Amz" not in result.stdout and "https://" not in secret["stringData"]["urls.json"]
 
 
 def test_backend_trainjob_prints_the_trainjob_the_operator_would_create(tmp_path):
     result = kubetune("render", JOB, "--hub", HUB, "--uid", "uid-1", "--backend", "trainjob")
     assert result.returncode == 0, result.stderr
-    configmap, trainjob = yaml.safe_load_all(result.stdout)
-    cm, _ = expected(JOB, [HUB], OperatorConfig(), "uid-1")
+    configmap, _, trainjob = yaml.safe_load_all(result.stdout)
+    cm, _, _ = expected(JOB, [HUB], OperatorConfig(), "uid-1")
     (body,) = [d for d in yaml.safe_load_all(JOB.read_text()) if d["kind"] == "FineTuneJob"]
     resolved = plan(FineTuneJob.model_validate(body), "uid-1", Hubs(HUB), OperatorConfig(),
                     require_ready=False)  # fmt: skip
@@ -128,8 +137,8 @@ def test_operator_config_and_several_nodes(tmp_path):
     job_path.write_text(HUB.read_text() + "\n---\n" + yaml.safe_dump(job))
     result = kubetune("render", job_path, "--config", config, "--uid", "u")
     assert result.returncode == 0, result.stderr
-    _, pytorchjob = yaml.safe_load_all(result.stdout)
-    assert pytorchjob == expected(job_path, [job_path], load_config(config), "u")[1]
+    _, _, pytorchjob = yaml.safe_load_all(result.stdout)
+    assert pytorchjob == expected(job_path, [job_path], load_config(config), "u")[2]
     assert pytorchjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "shared"
     assert pytorchjob["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
     assert not re.search(r"[&*]id\d+", result.stdout)  # Master and Worker templates: no alias
@@ -143,7 +152,8 @@ def test_sharing_by_selector_takes_the_namespace_labels_given(tmp_path):
     denied = kubetune("render", job_path, "--hub", HUB)
     assert denied.returncode == 2 and denied.stdout == ""
     assert denied.stderr == (
-        "kubetune: error: HubAccessDenied: ModelHub ml-platform/curated is not shared with "
+        "kubetune: error: HubAccessDenied: ModelHub ml-platform/curated does not exist or is not "
+        "shared with "
         "namespace team-b: its spec.sharedWith must list the namespace or select it by label\n"
     )
     allowed = kubetune(

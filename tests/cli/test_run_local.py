@@ -179,8 +179,9 @@ def test_a_data_problem_the_trainer_finds_is_one_line(root):
         ("bad field", "job.yaml: FineTuneJob/tiny: spec.hyperparameters.epoch: 0: must be >= 1"),
         ("bad YAML", "job.yaml: document 1: invalid YAML: line 2, column 1: did not find "
          "expected ',' or ']'"),
-        ("not shared", "HubAccessDenied: ModelHub ml-platform/local is not shared with namespace "
-         "team-a: its spec.sharedWith must list the namespace or select it by label"),
+        ("not shared", "HubAccessDenied: ModelHub ml-platform/local does not exist or is not "
+         "shared with namespace team-a: its spec.sharedWith must list the namespace or select it "
+         "by label"),
         ("EULA", "EulaNotAccepted: model 'tiny-llama' requires accepting its EULA (version 1, "
          "https://example.com/eula): set spec.acceptEula: true"),
         ("no hub file", "HubNotFound: ModelHub ml-platform/local is not among the hubs given "

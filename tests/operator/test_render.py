@@ -115,11 +115,12 @@ def test_pods_are_locked_down_and_carry_no_secret_values():
             "/dev/shm",
             "/scratch",
             "/tmp",
+            "/var/run/secrets/kubetune/model",  # the hub's model URLs (presigned access)
         }
-        # Secrets by reference only, each channel under its own prefix.
+        # Secrets by reference only, each channel under its own prefix; the hub's own Secret
+        # is not among them: its models come through presigned URLs.
         assert c["envFrom"] == [
             {"prefix": "KUBETUNE_DATA_", "secretRef": {"name": "data-store"}},
-            {"prefix": "KUBETUNE_MODEL_", "secretRef": {"name": "model-store"}},
             {"prefix": "KUBETUNE_OUTPUT_", "secretRef": {"name": "out-store"}},
         ]
         assert all("value" in e and "valueFrom" not in e for e in c["env"])
@@ -266,12 +267,13 @@ def test_trainjob_pods_are_locked_down_and_carry_no_secret_values():
     assert container["name"] == "node"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts == {"/etc/kubetune", "/dev/shm", "/scratch", "/tmp"}
+    assert mounts == {"/etc/kubetune", "/dev/shm", "/scratch", "/tmp",
+                      "/var/run/secrets/kubetune/model"}  # fmt: skip
     assert {v["name"] for v in spec["volumes"]} == {m["name"] for m in container["volumeMounts"]}
     # No envFrom in a runtime patch: each credential variable by reference, optional.
     env = tj["spec"]["trainer"]["env"]
     refs = [e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e]
-    assert {r["name"] for r in refs} == {"data-store", "model-store", "out-store"}
+    assert {r["name"] for r in refs} == {"data-store", "out-store"}
     assert all(r["optional"] is True for r in refs)
     assert all("value" not in e for e in tj["spec"]["trainer"]["env"] if "valueFrom" in e)
     named = {e["name"] for e in tj["spec"]["trainer"]["env"]}

@@ -78,13 +78,18 @@ class Stopped:
     waits: bool  # Pending, retried (the world may fix it), rather than Failed
     names: list[str]  # what the message must name
     offline: str  # what catches it without a cluster: render, cluster (validate --cluster), none
+    offline_reason: str  # the reason render gives: `reason` unless the header says otherwise
 
 
 def stopped(path: Path) -> Stopped:
-    header = re.findall(r"^# (reason|outcome|names|offline): (.+)$", path.read_text(), re.M)
+    header = re.findall(
+        r"^# (reason|outcome|names|offline|offline-reason): (.+)$", path.read_text(), re.M
+    )
     values = {key: [v for k, v in header if k == key] for key in ("reason", "outcome", "names")}
     offline = next(v for k, v in header if k == "offline")
-    return Stopped(values["reason"][0], values["outcome"] == ["waits"], values["names"], offline)
+    offline_reason = next((v for k, v in header if k == "offline-reason"), values["reason"][0])
+    return Stopped(values["reason"][0], values["outcome"] == ["waits"], values["names"], offline,
+                   offline_reason)  # fmt: skip
 
 
 def good_job(name: str) -> dict:
@@ -269,7 +274,7 @@ def test_offline_commands_catch_what_needs_no_cluster(figures):
         if want.offline == "render":
             (line,) = err.splitlines()
             assert code == 2 and out == "", (path.name, err)
-            assert line.startswith(f"kubetune: error: {want.reason}: "), line
+            assert line.startswith(f"kubetune: error: {want.offline_reason}: "), line
             # Offline the hub "is not among the hubs given" rather than "does not exist".
             names = [n.removeprefix("ModelHub ") for n in want.names]
             assert all(fragment in line for fragment in names), (path.name, line)

@@ -11,13 +11,16 @@
 
 import asyncio
 import base64
+import datetime
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -27,6 +30,7 @@ import yaml
 from kubetune.api.v1alpha1 import FineTuneJob, Hyperparameters, ModelHub
 from kubetune.cli.operator_cmd import CREDENTIAL_LOGGERS, configure_logging
 from kubetune.config import OperatorConfig
+from kubetune.controller.presign import sign_model
 from kubetune.local.files import FileHubs
 from kubetune.render.configmap import render_configmap
 from kubetune.render.pod import SECRET_PREFIXES
@@ -44,6 +48,7 @@ from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     s3_server_fixture,
     seed_objects,
 )
+from tests.support.seaweed import HUB_SECRET, seaweed_fixture  # noqa: F401 (fixture)
 from tests.support.training import make_job
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,6 +320,9 @@ async def test_canary_credentials_stay_in_their_secrets(
 
         # bot: the whole lifecycle, progress and metrics read with the output Secret.
         await apiserver.wait_for("PyTorchJob", TEAM, "bot")
+        # The hub's model reaches the pods as presigned URLs, signed with its Secret.
+        urls_secret = await apiserver.get("Secret", TEAM, "bot-model-urls")
+        urls = json.loads(base64.b64decode(urls_secret["data"]["urls.json"]))
         progress = {"epoch": 1, "step": 5, "total_steps": 10, "percent": 50, "train_loss": 2.0}
         s3.put_object(Bucket="sec-out", Key="bot/progress.json", Body=json.dumps(progress))
         await set_training_state(apiserver, "bot", "Running")
@@ -345,7 +353,8 @@ async def test_canary_credentials_stay_in_their_secrets(
     assert "no such bucket" in next(
         c["message"] for c in conditions(unreadable) if c["reason"] == "DataNotReadable"
     )
-    # The PyTorchJobs take credentials from the Secrets by reference only.
+    # The PyTorchJobs take credentials from the Secrets by reference only; the hub's Secret
+    # is none of them (its model comes as presigned URLs).
     pytorchjobs = [o for o in stored if o.get("kind") == "PyTorchJob"]
     assert {p["metadata"]["name"] for p in pytorchjobs} == {"bot", "crash"}
     for pytorchjob in pytorchjobs:
@@ -354,12 +363,14 @@ async def test_canary_credentials_stay_in_their_secrets(
             assert all(set(e) == {"name", "value"} for e in container["env"]), container["env"]
             assert {(e["prefix"], e["secretRef"]["name"]) for e in container["envFrom"]} == {
                 (SECRET_PREFIXES[channel], name)
-                for channel, name in (
-                    ("model", "model-store"),
-                    ("data", "data-store"),
-                    ("output", "artifact-store"),
-                )
+                for channel, name in (("data", "data-store"), ("output", "artifact-store"))
             }
+    # The URLs' Secret holds no key of the hub's: only URLs, each carrying its signature (and,
+    # as SigV4 does, the key id and the session token; the secret key never).
+    model_keys = CANARIES["model-store"]
+    assert model_keys["AWS_SECRET_ACCESS_KEY"] not in json.dumps(urls)
+    signatures = {parse_qs(urlsplit(f["url"]).query)["X-Amz-Signature"][0] for f in urls["files"]}
+    assert len(signatures) == len(urls["files"]) == 1
 
     # Everything the operator wrote (every object but the Secrets: statuses, Events,
     # ConfigMaps, PyTorchJobs, peering) and every log record, at DEBUG. The S3 server's own
@@ -374,6 +385,8 @@ async def test_canary_credentials_stay_in_their_secrets(
         for i, r in enumerate(ours)
     }
     hits = {place: canary_hits(text) for place, text in places.items() if canary_hits(text)}
+    hits |= {place: ["a model URL's signature"] for place, text in places.items()
+             if any(s in text for s in signatures) or "X-Amz-Signature" in text}  # fmt: skip
     assert {o["kind"] for o in stored} >= {
         "FineTuneJob",
         "ModelHub",
@@ -480,6 +493,79 @@ def test_canaries_never_reach_local_runs_or_the_trainer_output(tmp_path, s3_endp
     hits = {place: canary_hits(text) for place, text in places.items() if canary_hits(text)}
     assert hits == {}
     figures.record("local-run and trainer outputs and files grepped for canaries", len(places))
+    figures.add("canary hits", len(hits))
+
+
+def test_presigned_model_urls_never_reach_the_trainer_output(tmp_path, seaweed, figures):
+    """A pod of a presigned hub's job: the model from the operator's URLs (SeaweedFS checks
+    them), data and output with the team's own keys, at DEBUG. Neither the hub's secret key nor
+    any URL's signature is in what it prints or writes; an expired URL fails in one line."""
+    root = make_job(tmp_path, samples=24)
+    hub_s3, team_s3 = seaweed.client("hub"), seaweed.client("team")
+    hub_s3.create_bucket(Bucket="sec-presigned-models")
+    for path in (root / "model").iterdir():
+        hub_s3.upload_file(str(path), "sec-presigned-models", f"tiny/{path.name}")
+    team_s3.create_bucket(Bucket="sec-presigned-team")
+    for name in ("train.jsonl", "template.json"):
+        team_s3.upload_file(str(root / "data" / name), "sec-presigned-team", f"data/{name}")
+    hub_keys = seaweed.credentials("hub")
+    signing = {"aws_access_key_id": hub_keys["AWS_ACCESS_KEY_ID"], "region_name": "us-east-1",
+               "aws_secret_access_key": HUB_SECRET, "endpoint_url": seaweed.endpoint}  # fmt: skip
+    now = datetime.datetime.now(datetime.UTC)
+    source = "s3://sec-presigned-models/tiny/"
+    documents = {"fresh": sign_model(source, signing, 600, now),
+                 "expired": sign_model(source, signing, 1, now)}  # fmt: skip
+    signatures = {parse_qs(urlsplit(f.url).query)["X-Amz-Signature"][0]
+                  for d in documents.values() for f in d.files}  # fmt: skip
+    time.sleep(2)  # the second set is past its lifetime
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBETUNE_"))}
+    base |= {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+             "KUBETUNE_LOG_LEVEL": "DEBUG"}  # fmt: skip
+    team = seaweed.credentials("team")
+    for channel in ("DATA", "OUTPUT"):
+        base |= {f"KUBETUNE_{channel}_{k}": v for k, v in team.items()}
+    started = {}
+    for name, document in documents.items():
+        folder = root / name
+        folder.mkdir()
+        urls = folder / "urls.json"
+        urls.write_text(document.model_dump_json(by_alias=True))
+        config = folder / "config.json"
+        config.write_text(json.dumps({
+            "job": {"name": name, "namespace": TEAM, "uid": f"uid-{name}"},
+            "model": {"modelId": "tiny", "source": source},
+            "data": {"train": "s3://sec-presigned-team/data/"},
+            "hyperparameters": Hyperparameters(**LOCAL_HYPERPARAMETERS).model_dump(),
+            "output": {"uri": f"s3://sec-presigned-team/out/{name}/"},
+        }))  # fmt: skip
+        env = {**base, "KUBETUNE_SCRATCH": str(folder / "scratch"),
+               "KUBETUNE_MODEL_URLS": str(urls)}  # fmt: skip
+        command = [sys.executable, "-m", "kubetune_trainer.train", "--config", str(config)]
+        started[name] = subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                                         stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)  # fmt: skip
+    done = {name: (p, *p.communicate(timeout=400)) for name, p in started.items()}
+
+    assert done["fresh"][0].returncode == 0, done["fresh"][2][-3000:]
+    assert done["expired"][0].returncode == 2, done["expired"][2][-3000:]
+    last = done["expired"][2].strip().splitlines()[-1]
+    assert f"{source}config.json: presigned URL expired" in last, last
+    places = {f"{name} {stream}": text for name, (_, out, err) in done.items()
+              for stream, text in (("stdout", out), ("stderr", err))}  # fmt: skip
+    for path in root.rglob("*"):  # scratch: downloads' markers, claims, the trainer's files
+        texts = (".json", ".log", ".txt", ".yaml", ".kubetune-complete")
+        if path.is_file() and path.suffix in texts and path.name != "urls.json":  # not the Secret
+            places[str(path.relative_to(root))] = path.read_text(errors="replace")
+    for obj in team_s3.list_objects_v2(Bucket="sec-presigned-team", Prefix="out/")["Contents"]:
+        if not obj["Key"].endswith((".safetensors", ".png", ".pt", ".bin")):
+            body = team_s3.get_object(Bucket="sec-presigned-team", Key=obj["Key"])["Body"].read()
+            places[f"s3://sec-presigned-team/{obj['Key']}"] = body.decode(errors="replace")
+    assert any(place.endswith("fresh/MANIFEST.json") for place in places), sorted(places)
+    hits = {place: [s for s in (*signatures, HUB_SECRET, "X-Amz-Signature") if s in text]
+            for place, text in places.items()}  # fmt: skip
+    hits = {place: found for place, found in hits.items() if found}
+    assert hits == {}
+    figures.record("presigned-model trainer outputs and files grepped for URLs", len(places))
     figures.add("canary hits", len(hits))
 
 
@@ -691,6 +777,7 @@ def test_pods_run_unprivileged_and_rbac_has_no_wildcards(figures):
             for rule in role["rules"]:
                 for part in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule[part], (role["metadata"]["name"], rule)
-                if "secrets" in rule["resources"]:  # read one by name, never list them all
-                    assert rule["verbs"] == ["get"], rule
+                if "secrets" in rule["resources"]:  # read one by name, never list them all;
+                    # write only each job's own Secret of model URLs (controller/model_access)
+                    assert rule["verbs"] == ["get", "create", "patch", "delete"], rule
     figures.record("pod templates checked unprivileged (trainer and operator)", checked)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from kubetune.api.v1alpha1.model_urls import URLS_ENV
 from kubetune_trainer.trainer_status import Endpoint
 
 CHANNELS = ("model", "data", "output")
@@ -31,6 +32,9 @@ class Runtime:
     device: torch.device
     log_level: str  # KUBETUNE_LOG_LEVEL: the trainer's own logs; DEBUG adds a line per step
     exit_dir: Path | None = None  # KUBETUNE_EXIT_DIR: where the launcher reads how ranks ended
+    # KUBETUNE_MODEL_URLS: the operator's presigned model URLs (a hub with storage.access:
+    # presigned); set, the model comes from them and not with the model channel's credentials.
+    model_urls: Path | None = None
     # Per storage channel (model, data, output): S3 settings from KUBETUNE_<CHANNEL>_AWS_*,
     # which the operator sets from each channel's Secret with an envFrom prefix. A channel
     # without them uses boto3's usual chain: plain AWS_* variables, IRSA, pod identity.
@@ -54,6 +58,7 @@ class Runtime:
             device=device,
             log_level=log_level(env.get("KUBETUNE_LOG_LEVEL", "INFO")),
             exit_dir=Path(env["KUBETUNE_EXIT_DIR"]) if env.get("KUBETUNE_EXIT_DIR") else None,
+            model_urls=Path(env[URLS_ENV]) if env.get(URLS_ENV) else None,
             credentials={c: channel_credentials(env, c) for c in CHANNELS},
             trainer_status=Endpoint.from_env(env),
         )

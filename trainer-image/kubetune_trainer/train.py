@@ -38,6 +38,7 @@ from kubetune_trainer.model import ModelError, compute_dtype, load_model, load_t
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.packing import Row, one_per_row, pack
 from kubetune_trainer.preemption import Stopped, stop_signals
+from kubetune_trainer.presigned import PresignedStore
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.scratch import NoSpace
@@ -121,7 +122,9 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
 
     scratch = runtime.scratch / config.job.uid
     data_credentials = runtime.credentials["data"]
-    model_dir = download(config.model.source, scratch / "model", runtime.credentials["model"])
+    model_store = PresignedStore(runtime.model_urls) if runtime.model_urls else None
+    model_dir = download(config.model.source, scratch / "model", runtime.credentials["model"],
+                         model_store)  # fmt: skip
     train_dir = download(config.data.train, scratch / "data" / "train", data_credentials)
     val_dir = download(config.data.validation, scratch / "data" / "validation", data_credentials)
     tokenizer = load_tokenizer(model_dir)
@@ -255,10 +258,11 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
     return metrics
 
 
-def download(uri: str | None, dest: Path, credentials: dict[str, str]) -> Path | None:
+def download(uri: str | None, dest: Path, credentials: dict[str, str], store=None) -> Path | None:
+    """uri's files into dest, with `store` (the model's presigned URLs) or the channel's own."""
     if uri is None:
         return None
-    Patient(open_store(uri, credentials)).download_dir(uri, dest)
+    Patient(store or open_store(uri, credentials)).download_dir(uri, dest)
     return dest
 
 

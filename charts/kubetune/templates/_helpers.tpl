@@ -47,6 +47,7 @@ optional values are left out, so the operator's own defaults apply.
     "defaultResources" .Values.defaultResources
     "progressIntervalSeconds" .Values.progressIntervalSeconds
     "hubRecheckSeconds" .Values.hubRecheckSeconds
+    "presignedUrls" .Values.presignedUrls
     "trainingBackend" .Values.trainingBackend
     "trainingRuntime" .Values.trainingRuntime.name }}
 {{- with .Values.trainer.serviceAccountName }}

@@ -30,10 +30,12 @@ these rules grant more or less than both together. No wildcards.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create]
-# Secrets named in hubs and jobs: checked to exist, and used to check model and data in S3.
+# Secrets named in hubs and jobs: checked to exist, and used to check model and data in S3
+# (get). Each job of a presigned hub gets its own Secret of model URLs, which the operator
+# creates, refreshes and deletes (create, patch, delete: only a Secret the job owns).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create, patch, delete]
 # Pods of a failed training job: their termination message says why (list only, no logs).
 - apiGroups: [""]
   resources: [pods]

@@ -1,6 +1,7 @@
 """`kubetune render JOB.yaml --hub HUB.yaml`: the ConfigMap and training job (TrainJob or
 PyTorchJob) the operator would create for a FineTuneJob, from the operator's own resolve and
-render code, as YAML."""
+render code, as YAML; for a presigned hub also the model URLs' Secret, with a placeholder for
+what the operator signs at run time."""
 
 import argparse
 import sys
@@ -14,6 +15,7 @@ from kubetune.local import files
 from kubetune.local.files import LocalError
 from kubetune.render.backends import BY_SETTING
 from kubetune.render.configmap import render_configmap
+from kubetune.render.model_access import presigned, render_model_urls_secret
 
 
 def register(commands) -> None:
@@ -22,7 +24,9 @@ def register(commands) -> None:
         help="print the ConfigMap and training job the operator would create for a job",
         description="Resolve a FineTuneJob against the given ModelHubs (sharing, EULA, "
         "defaults, instance profiles) with the operator's code and print the ConfigMap and "
-        "TrainJob or PyTorchJob it would create, as multi-document YAML. Hub readiness (the "
+        "TrainJob or PyTorchJob it would create, as multi-document YAML (for a hub with "
+        "storage.access presigned also the Secret of model URLs, its value a placeholder: the "
+        "operator signs them at run time). Hub readiness (the "
         "operator's check that a model's source exists) is not checked. Exit 2 with one line "
         "per problem.",
     )
@@ -91,6 +95,8 @@ def run(args) -> int:
     setting = args.backend or config.training_backend
     backend = BY_SETTING.get(setting, BY_SETTING["pytorchjob"])
     children = [render_configmap(plan, owner), backend.render(plan, config, owner)]
+    if presigned(plan):  # its name and key; the URLs are signed by the operator at run time
+        children.insert(1, render_model_urls_secret(plan, owner, None))
     for problem in backend.unsupported(plan):
         print(f"kubetune: warning: {backend.kind}: {problem}", file=sys.stderr)
     sys.stdout.write(dump(children))

@@ -25,7 +25,9 @@ API_CALLS = [
     ("trainer.kubeflow.org", "trainjobs", ["get", "list", "watch", "create", "patch"]),
     ("kubeflow.org", "pytorchjobs", ["get", "list", "watch", "create", "patch"]),
     ("", "configmaps", ["get", "create"]),
-    ("", "secrets", ["get"]),
+    # get: Secrets named in hubs and jobs; create, patch, delete: only each job's own Secret of
+    # presigned model URLs (controller/model_access.py), and only while it is the job's.
+    ("", "secrets", ["get", "create", "patch", "delete"]),
     ("", "namespaces", ["get"]),
     ("", "pods", ["list"]),  # the termination message of a failed training job's pod
     ("", "events", ["create"]),  # kopf.event posts core v1 Events
@@ -108,6 +110,40 @@ class Cluster:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
 
+    # -- the Secret of a job's presigned model URLs (controller/model_access.py) --
+    def secret(self, namespace: str, name: str) -> dict | None:
+        """The whole Secret as the API server gives it (data base64): for its metadata."""
+        try:
+            answer = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return json.loads(answer.data)
+
+    def create_secret(self, body: dict) -> None:
+        """Create it; ApiException 409 if a Secret of that name exists."""
+        meta = body["metadata"]
+        self.core.create_namespaced_secret(meta["namespace"], _encoded(body))
+        log.info("Secret %s/%s created", meta["namespace"], meta["name"])
+
+    def update_secret(self, body: dict) -> None:
+        """Its data and annotations replaced by body's (a merge patch: every key is ours)."""
+        meta, encoded = body["metadata"], _encoded(body)
+        patch = {"metadata": {"annotations": meta.get("annotations") or {}},
+                 "data": encoded["data"]}  # fmt: skip
+        self.core.patch_namespaced_secret(meta["name"], meta["namespace"], patch)
+        log.info("Secret %s/%s updated", meta["namespace"], meta["name"])
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            return
+        log.info("Secret %s/%s deleted", namespace, name)
+
     @staticmethod
     def _get(read, *args):
         try:
@@ -117,3 +153,10 @@ class Cluster:
                 return None
             raise
         return found
+
+
+def _encoded(body: dict) -> dict:
+    """stringData as base64 `data`, as the API server stores it (some servers lack stringData)."""
+    plain = body.get("stringData") or {}
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in plain.items()}
+    return {k: v for k, v in body.items() if k != "stringData"} | {"data": data}

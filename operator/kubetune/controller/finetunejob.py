@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from kubetune.api.manifests import describe_all, prune_nulls
 from kubetune.api.v1alpha1 import FineTuneJob
 from kubetune.config import OperatorConfig
+from kubetune.controller import model_access
 from kubetune.controller.cluster import Cluster
 from kubetune.controller.outputs import credentials_from_secret, read_outputs, store_for
 from kubetune.render.backends import BACKENDS, PYTORCHJOB, Backend, of
@@ -67,9 +68,11 @@ def reconcile(
         problem = ResolveError("InvalidSpec", "; ".join(describe_all(err.errors())))
         observed = Observed(generation, problem=problem, now=now)
         return Outcome(build_status(observed, previous), problem)
-    try:
-        resolved = plan(job, meta["uid"], cluster, config)
+    try:  # a started job's sharing is model_access's to check: losing it stops no training
+        started = "trainingJob" in previous
+        resolved = plan(job, meta["uid"], cluster, config, check_sharing=not started)
     except ResolveError as problem:
+        model_access.withdraw(previous, job, cluster, problem)  # its hub gone: no URLs left
         observed = Observed(generation, problem=problem, suspend=bool(job.spec.suspend), now=now)
         return Outcome(build_status(observed, previous), problem)
 
@@ -80,6 +83,7 @@ def reconcile(
             check_uris(resolved)  # final, so before anything that waits
             check_secrets(resolved, cluster)
             check_data(resolved, cluster)
+            model_access.grant(resolved, cluster, config, owner)  # presigned hubs: the URLs
             cluster.create(render_configmap(resolved, owner))
             training_job = create(backend.render(resolved, config, owner), cluster)
         except ResolveError as problem:
@@ -113,6 +117,7 @@ def reconcile(
         status.update(
             {k: previous[k] for k in ("progress", "metrics") if k not in status and k in previous}
         )
+    model_access.keep(status, previous, resolved, cluster, config, owner, now)  # refresh, revoke
     return Outcome(status, None, warnings)
 
 

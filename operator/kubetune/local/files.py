@@ -115,7 +115,9 @@ def resolve(
     try:
         return plan(job, uid or local_uid(job), hubs, config, require_ready=False)
     except ResolveError as err:
-        if err.reason == "HubNotFound" and hubs.missing:
+        # A hub missing from the files (the operator says HubAccessDenied for one in another
+        # namespace, so as not to tell which exist: here the user holds every file).
+        if err.reason in ("HubNotFound", "HubAccessDenied") and hubs.missing:
             given = ", ".join(f"{ns}/{name}" for ns, name in sorted(hubs.hubs)) or "none"
             raise LocalError(
                 f"HubNotFound: ModelHub {hubs.missing[-1]} is not among the hubs given "

@@ -18,6 +18,10 @@ def configmap_name(job_name: str) -> str:
     return f"{job_name}-trainer-config"
 
 
+def model_urls_name(job_name: str) -> str:
+    return f"{job_name}-model-urls"  # the Secret of a presigned hub's model URLs
+
+
 def owner_reference(job: dict) -> dict:
     """`job`: the FineTuneJob's metadata (name, uid); deleting it deletes the children."""
     return {

@@ -3,6 +3,7 @@ the locked-down security contexts. Each backend places these pieces where its AP
 
 from kubetune.api.v1alpha1.trainer_config import CREDENTIAL_VARIABLES, DEFAULT_PATH
 from kubetune.config import OperatorConfig
+from kubetune.render import model_access
 from kubetune.render.names import configmap_name
 from kubetune.resolve.plan import Plan
 
@@ -33,10 +34,11 @@ def resources(plan: Plan, config: OperatorConfig) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def env() -> list[dict]:
+def env(plan: Plan) -> list[dict]:
     return [
         {"name": "KUBETUNE_CONFIG", "value": DEFAULT_PATH},
         {"name": "KUBETUNE_SCRATCH", "value": SCRATCH},
+        *model_access.env(plan),  # the presigned model URLs' file, where the hub gives those
     ]
 
 
@@ -86,16 +88,18 @@ def volumes(plan: Plan, config: OperatorConfig) -> list[dict]:
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(config.shm_size)}},
         {"name": "scratch", "emptyDir": {"sizeLimit": str(config.scratch_size)}},
         {"name": "tmp", "emptyDir": {}},
+        *model_access.volumes(plan),
     ]
 
 
-def volume_mounts() -> list[dict]:
+def volume_mounts(plan: Plan) -> list[dict]:
     return [
         # The ConfigMap's one key, CONFIG_KEY, appears as DEFAULT_PATH.
         {"name": "config", "mountPath": "/etc/kubetune", "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "scratch", "mountPath": SCRATCH},
         {"name": "tmp", "mountPath": "/tmp"},
+        *model_access.volume_mounts(plan),
     ]
 
 

@@ -99,12 +99,12 @@ def container(plan: Plan, config: OperatorConfig) -> dict:
         "name": CONTAINER,
         "image": pod.image(plan, config),
         "imagePullPolicy": config.images.pull_policy,
-        "env": pod.env(),
+        "env": pod.env(plan),
         "envFrom": pod.secret_env_from(plan),
         "resources": pod.resources(plan, config),
         # The launcher writes the failing rank's one-line message there (kubetune.api...exits).
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": pod.volume_mounts(),
+        "volumeMounts": pod.volume_mounts(plan),
         "securityContext": pod.container_security_context(),
     }

@@ -6,7 +6,9 @@ What is per job goes in the TrainJob: image, env, node count, processes and reso
 `spec.trainer`; volumes, placement, pod hardening and the pods' label through one runtime patch
 of ours. What is the same for every job is in the runtime (charts/kubetune/templates/
 trainingruntime.yaml): restart policy, the exit-code pod failure policy, the termination message
-path, and no service account token."""
+path and grace period, and no service account token. The grace period is there, not in our patch:
+Trainer v2.3 drops a patch's terminationGracePeriodSeconds when it renders the JobSet again on
+Kueue's admission, and JobSet then refuses the changed template as immutable."""
 
 from kubetune.api.v1alpha1.finetunejob import RunPolicy
 from kubetune.config import OperatorConfig
@@ -31,7 +33,7 @@ def render_trainjob(plan: Plan, config: OperatorConfig, owner: dict) -> dict:
         },
         "trainer": {
             "image": pod.image(plan, config),
-            "env": pod.env() + pod.secret_env(plan),
+            "env": pod.env(plan) + pod.secret_env(plan),
             "numNodes": compute.nodes,
             "numProcPerNode": compute.processes_per_node,
             "resourcesPerNode": pod.resources(plan, config),
@@ -63,13 +65,11 @@ def runtime_patch(plan: Plan, config: OperatorConfig, labels: dict) -> dict:
     pod_spec = {
         **pod.placement(plan, config),
         "securityContext": pod.pod_security_context(),
-        # A preempted trainer saves a checkpoint on SIGTERM before it exits.
-        "terminationGracePeriodSeconds": config.termination_grace_seconds,
         "volumes": pod.volumes(plan, config),
         "containers": [
             {
                 "name": NODE,
-                "volumeMounts": pod.volume_mounts(),
+                "volumeMounts": pod.volume_mounts(plan),
                 "securityContext": pod.container_security_context(),
             }
         ],

@@ -34,7 +34,9 @@ class ResolvedModel:
     defaults: list[ModelDefaults] = field(default_factory=list)  # nearest first
 
 
-def resolve_model(job: FineTuneJob, hubs: Hubs, require_ready: bool = True) -> ResolvedModel:
+def resolve_model(
+    job: FineTuneJob, hubs: Hubs, require_ready: bool = True, check_sharing: bool = True
+) -> ResolvedModel:
     """Follow the job's model reference to a source; ResolveError says why not."""
     namespace = job.metadata.namespace or "default"
     ref = job.spec.model
@@ -47,6 +49,7 @@ def resolve_model(job: FineTuneJob, hubs: Hubs, require_ready: bool = True) -> R
         ref.model_id,
         hubs,
         require_ready,
+        check_sharing,
     )
 
 
@@ -58,9 +61,11 @@ def follow(
     model_id: str,
     hubs: Hubs,
     require_ready: bool = True,
+    check_sharing: bool = True,
 ) -> ResolvedModel:
     """Model `model_id` of hub `hub_namespace/hub_name`, as `user` (in `user_namespace`, a job's
-    or a referring hub's) sees it: references followed, each hop's sharing checked."""
+    or a referring hub's) sees it: references followed, each hop's sharing checked (unless
+    `check_sharing` is False: a job whose training has started, see controller/model_access)."""
     first_hub, first_model = f"{hub_namespace}/{hub_name}", model_id
     entries, seen = [], []
     while True:
@@ -72,15 +77,15 @@ def follow(
             raise ResolveError("ReferenceCycle", f"more than {MAX_HOPS} model references")
         seen.append((key, model_id))
         hub = hubs.hub(hub_namespace, hub_name)
+        if hub_namespace != user_namespace and (
+            hub is None or (check_sharing and not may_use(hub, user_namespace, hubs))
+        ):
+            # One answer whether the hub exists or not: a team must not learn which hubs exist
+            # in namespaces it cannot read.
+            raise access_denied(key, user)
         if hub is None:
             raise ResolveError(
                 "HubNotFound", f"ModelHub {key} does not exist (yet); waiting for it", retry=True
-            )
-        if not may_use(hub, user_namespace, hubs):
-            raise ResolveError(
-                "HubAccessDenied",
-                f"ModelHub {key} is not shared with {user}: its spec.sharedWith must list the "
-                "namespace or select it by label",
             )
         entry = next((m for m in hub.spec.models if m.model_id == model_id), None)
         if entry is None:
@@ -111,6 +116,14 @@ def follow(
         eula=eulas[0] if eulas else None,
         tasks=tasks,
         defaults=[e.defaults for _, e in entries if e.defaults is not None],
+    )
+
+
+def access_denied(key: str, user: str) -> ResolveError:
+    return ResolveError(
+        "HubAccessDenied",
+        f"ModelHub {key} does not exist or is not shared with {user}: its spec.sharedWith "
+        "must list the namespace or select it by label",
     )
 
 

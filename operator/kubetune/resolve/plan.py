@@ -4,6 +4,7 @@ once: model, hyperparameters, compute, output and the TrainerConfig the trainer 
 from dataclasses import dataclass
 
 from kubetune.api.v1alpha1 import FineTuneJob, Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1.modelhub import access_mode
 from kubetune.config import OperatorConfig
 from kubetune.resolve.compute import Compute, resolve_compute
 from kubetune.resolve.errors import ResolveError
@@ -20,13 +21,23 @@ class Plan:
     output_uri: str
     secrets: dict[str, str]  # channel (model, data, output) -> Secret name in the job namespace
     trainer_config: TrainerConfig
+    # How the pods read the model (the source hub's storage.access, defaults applied): only
+    # with "secret" is the hub's Secret among `secrets`; "presigned": the operator's URLs.
+    model_access: str = "podIdentity"
 
 
 def plan(
-    job: FineTuneJob, uid: str, hubs: Hubs, config: OperatorConfig, require_ready: bool = True
+    job: FineTuneJob,
+    uid: str,
+    hubs: Hubs,
+    config: OperatorConfig,
+    require_ready: bool = True,
+    check_sharing: bool = True,
 ) -> Plan:
-    """Resolve the job; ResolveError says what stops it (and whether waiting may help)."""
-    model = resolve_model(job, hubs, require_ready=require_ready)
+    """Resolve the job; ResolveError says what stops it (and whether waiting may help).
+    `check_sharing` False: a started job, whose sharing controller/model_access checks."""
+    model = resolve_model(job, hubs, require_ready=require_ready, check_sharing=check_sharing)
+    access = access_mode(model.source_hub.spec.storage)
     check_job(job, model)
     hp = resolve_hyperparameters(
         [job.spec.hyperparameters] + [d.hyperparameters for d in model.defaults]
@@ -34,7 +45,7 @@ def plan(
     compute = resolve_compute([job.spec.resources] + [d.resources for d in model.defaults], config)
     output_uri = output_of(job, config)
     secrets = {
-        "model": secret_name(model.source_hub.spec.storage),
+        "model": secret_name(model.source_hub.spec.storage) if access == "secret" else None,
         "data": secret_name(job.spec.data),
         "output": secret_name(job.spec.output or config.default_output),
     }
@@ -59,6 +70,7 @@ def plan(
         output_uri=output_uri,
         secrets={k: v for k, v in secrets.items() if v},
         trainer_config=trainer_config,
+        model_access=access,
     )
 
 

@@ -67,11 +67,39 @@ class SharedWith(ApiObject):
 
 
 class HubStorage(ApiObject):
-    """Default credentials for reading model sources."""
+    """How the hub's model sources are read: by the operator, and by the training pods."""
+
+    rules = (
+        Rule(
+            cel="!has(self.access) || self.access != 'secret' || has(self.secretRef)",
+            message="access: secret needs a secretRef (the Secret the pods get)",
+            check=lambda s: s.access != "secret" or s.secret_ref is not None,
+        ),
+    )
 
     secret_ref: SecretRef | None = Field(
-        None, description="Secret with AWS_* credentials; unset: the operator's own identity."
+        None,
+        description="Secret in the hub's namespace with AWS_* credentials for the model store: "
+        "the operator checks sources (and signs model URLs) with it. Unset: the operator's own "
+        "identity.",
     )
+    access: Literal["presigned", "secret", "podIdentity"] | None = Field(
+        None,
+        description="How training pods read a model of this hub. presigned: the operator "
+        "writes a Secret in the job's namespace holding one presigned GET URL per file of the "
+        "model's source, signed with secretRef (or its own identity), refreshed while the job "
+        "runs and removed when it ends; teams need no copy of the hub's credentials. secret: "
+        "the pods get secretRef's keys, so a Secret of that name must exist in every job's "
+        "namespace. podIdentity: the pods' own identity (IRSA, EKS Pod Identity) reads the "
+        "store. Unset: presigned with a secretRef, else podIdentity.",
+    )
+
+
+def access_mode(storage: HubStorage | None) -> str:
+    """How pods read the hub's models, defaults applied: presigned, secret or podIdentity."""
+    if storage is None:
+        return "podIdentity"
+    return storage.access or ("presigned" if storage.secret_ref is not None else "podIdentity")
 
 
 class Eula(ApiObject):
