@@ -88,3 +88,46 @@ def test_a_pod_reports_progress_into_the_trainjob_status(plane, tmp_path):
     assert done["status"]["trainerStatus"]["progressPercentage"] == 40
     assert done["status"]["trainerStatus"]["metrics"] == [{"name": "loss", "value": "1.25"}]
     assert get(plane, "configmap", "-n", NS, "reports-tls-config") is not None
+
+
+# The bundled trainer's own reporter (kubetune_trainer/trainer_status.py), from the env as the
+# Trainer and the local kubelet gave it: what rank 0 sends while it trains.
+OURS = textwrap.dedent("""
+    from kubetune_trainer.runtime import Runtime
+    from kubetune_trainer.trainer_status import StatusPusher
+    pusher = StatusPusher(Runtime.from_env().trainer_status)
+    pusher.push({"step": 30, "total_steps": 100, "percent": 30, "eta_seconds": 70.4,
+                 "train_loss": 1.5, "eval_loss": None, "tokens_per_second": 812.5})
+    pusher.push({"step": 40, "total_steps": 100, "percent": 40, "eta_seconds": 60.2,
+                 "train_loss": 1.25, "eval_loss": 1.75, "tokens_per_second": 800.0})
+    pusher.close()
+    print("pushed", flush=True)
+""")
+
+
+def test_the_trainers_reporter_pushes_progress_the_trainer_accepts(plane, tmp_path):
+    ensure_namespace(plane, NS)
+    kubectl(plane, "apply", "-f", "-", stdin=json.dumps(RUNTIME))
+    kubelet = LocalKubelet(plane, NODE, tmp_path / "kubelet", images={"python": Image()})
+    kubelet.start()
+    try:
+        job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+               "metadata": {"name": "ours", "namespace": NS},
+               "spec": {"runtimeRef": {"name": "torch", "kind": "TrainingRuntime"},
+                        "trainer": {"numNodes": 1, "command": [sys.executable, "-c", OURS]}}}
+        kubectl(plane, "apply", "-f", "-", stdin=json.dumps(job))
+        done = wait_for("TrainJob ours Complete", lambda: (
+            (tj := get(plane, "trainjob", "-n", NS, "ours")) and any(
+                c["type"] == "Complete" and c["status"] == "True"
+                for c in tj.get("status", {}).get("conditions") or []) and tj), 120)
+        pod = get(plane, "pods", "-n", NS, "-l", "jobset.sigs.k8s.io/jobset-name=ours")["items"][0]
+        output = kubelet.log(NS, pod["metadata"]["name"], "node")
+    finally:
+        kubelet.stop()
+    print("--- TrainJob ours: trainerStatus\n" + json.dumps(done["status"].get("trainerStatus")))
+    assert "pushed" in output and "not pushed" not in output, output
+    status = done["status"]["trainerStatus"]
+    assert status["progressPercentage"] in (30, 40)  # the newest state wins; the first may go
+    if status["progressPercentage"] == 40:
+        assert {"name": "eval_loss", "value": "1.75"} in status["metrics"], status
+    assert {m["name"] for m in status["metrics"]} >= {"train_loss", "tokens_per_second"}
