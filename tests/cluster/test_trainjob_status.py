@@ -57,26 +57,32 @@ def plane(request):
         yield plane
 
 
-def test_a_pod_reports_progress_into_the_trainjob_status(plane, tmp_path):
+def run_to_complete(plane, tmp_path, name: str, script: str) -> tuple[dict, dict, str]:
+    """A one-node TrainJob of RUNTIME running `script` in a pod of the local kubelet, until it is
+    Complete: (the TrainJob, its pod, the pod's output)."""
     ensure_namespace(plane, NS)
     kubectl(plane, "apply", "-f", "-", stdin=json.dumps(RUNTIME))
     kubelet = LocalKubelet(plane, NODE, tmp_path / "kubelet", images={"python": Image()})
     kubelet.start()
     try:
         job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-               "metadata": {"name": "reports", "namespace": NS},
+               "metadata": {"name": name, "namespace": NS},
                "spec": {"runtimeRef": {"name": "torch", "kind": "TrainingRuntime"},
-                        "trainer": {"numNodes": 1, "command": [sys.executable, "-c", REPORT]}}}
+                        "trainer": {"numNodes": 1, "command": [sys.executable, "-c", script]}}}
         kubectl(plane, "apply", "-f", "-", stdin=json.dumps(job))
-        done = wait_for("TrainJob reports Complete", lambda: (
-            (tj := get(plane, "trainjob", "-n", NS, "reports")) and any(
+        done = wait_for(f"TrainJob {name} Complete", lambda: (
+            (tj := get(plane, "trainjob", "-n", NS, name)) and any(
                 c["type"] == "Complete" and c["status"] == "True"
                 for c in tj.get("status", {}).get("conditions") or []) and tj), 120)
-        pod = get(plane, "pods", "-n", NS, "-l", "jobset.sigs.k8s.io/jobset-name=reports")[
+        pod = get(plane, "pods", "-n", NS, "-l", f"jobset.sigs.k8s.io/jobset-name={name}")[
             "items"][0]
-        output = kubelet.log(NS, pod["metadata"]["name"], "node")
+        return done, pod, kubelet.log(NS, pod["metadata"]["name"], "node")
     finally:
         kubelet.stop()
+
+
+def test_a_pod_reports_progress_into_the_trainjob_status(plane, tmp_path):
+    done, pod, output = run_to_complete(plane, tmp_path, "reports", REPORT)
     container = pod["spec"]["containers"][0]
     print("\n--- pod reports: env, mounts, volumes the gate added\n" + json.dumps({
         "env": [e for e in container["env"] if e["name"].startswith("KUBEFLOW_")],
@@ -106,24 +112,7 @@ OURS = textwrap.dedent("""
 
 
 def test_the_trainers_reporter_pushes_progress_the_trainer_accepts(plane, tmp_path):
-    ensure_namespace(plane, NS)
-    kubectl(plane, "apply", "-f", "-", stdin=json.dumps(RUNTIME))
-    kubelet = LocalKubelet(plane, NODE, tmp_path / "kubelet", images={"python": Image()})
-    kubelet.start()
-    try:
-        job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-               "metadata": {"name": "ours", "namespace": NS},
-               "spec": {"runtimeRef": {"name": "torch", "kind": "TrainingRuntime"},
-                        "trainer": {"numNodes": 1, "command": [sys.executable, "-c", OURS]}}}
-        kubectl(plane, "apply", "-f", "-", stdin=json.dumps(job))
-        done = wait_for("TrainJob ours Complete", lambda: (
-            (tj := get(plane, "trainjob", "-n", NS, "ours")) and any(
-                c["type"] == "Complete" and c["status"] == "True"
-                for c in tj.get("status", {}).get("conditions") or []) and tj), 120)
-        pod = get(plane, "pods", "-n", NS, "-l", "jobset.sigs.k8s.io/jobset-name=ours")["items"][0]
-        output = kubelet.log(NS, pod["metadata"]["name"], "node")
-    finally:
-        kubelet.stop()
+    done, _, output = run_to_complete(plane, tmp_path, "ours", OURS)
     print("--- TrainJob ours: trainerStatus\n" + json.dumps(done["status"].get("trainerStatus")))
     assert "pushed" in output and "not pushed" not in output, output
     status = done["status"]["trainerStatus"]
