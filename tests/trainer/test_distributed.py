@@ -25,6 +25,13 @@ def single(tmp_path_factory):
     return root, metrics
 
 
+# Same steps, same rows per step; the sums differ in order (two ranks' gradients averaged by
+# gloo), and how far that drifts over two epochs depends on the CPU's kernels: under 0.1% on the
+# machines of earlier runs, 0.11% on an AMD EPYC. A wrong global batch changes the step count
+# (asserted) first.
+LOSS_TOLERANCE = 5e-3
+
+
 @pytest.mark.parametrize("enable_fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_ranks_train_like_one_process_with_the_same_global_batch(single, enable_fsdp):
     root, reference = single
@@ -47,7 +54,7 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(single, ena
     assert metrics["world_size"] == 2 and metrics["steps"] == reference["steps"]
     ours = [e["eval_loss"] for e in metrics["epochs"]]
     theirs = [e["eval_loss"] for e in reference["epochs"]]
-    assert ours == pytest.approx(theirs, rel=1e-3), (ours, theirs)
+    assert ours == pytest.approx(theirs, rel=LOSS_TOLERANCE), (ours, theirs)
     assert ours[-1] < ours[0]
     assert metrics["train_tokens"] >= reference["train_tokens"]  # blank padding rows at most
     manifest = json.loads((out / "MANIFEST.json").read_text())
@@ -95,5 +102,7 @@ def test_two_nodes_through_the_image_entrypoint(single, tmp_path):
     for rank in range(2):  # each node downloaded the model into its own scratch
         assert (tmp_path / f"node-{rank}" / "uid-1" / "model" / "config.json").exists()
     metrics = json.loads((root / "out-nodes" / "metrics.json").read_text())
+    assert metrics["steps"] == reference["steps"]
     ours = [e["eval_loss"] for e in metrics["epochs"]]
-    assert ours == pytest.approx([e["eval_loss"] for e in reference["epochs"]], rel=1e-3)
+    theirs = [e["eval_loss"] for e in reference["epochs"]]
+    assert ours == pytest.approx(theirs, rel=LOSS_TOLERANCE), (ours, theirs)
