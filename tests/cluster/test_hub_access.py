@@ -119,7 +119,7 @@ def test_a_team_trains_from_another_namespaces_hub_without_its_secret(stack):
     urls = lambda: get(plane, "secret", "-n", TEAM, "cross-ns-model-urls")  # noqa: E731
     urls_secret = wait_for("the model URLs' Secret", urls, 60)
     document = json.loads(base64.b64decode(urls_secret["data"]["urls.json"]))
-    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "cross-ns"), 300, 1)
+    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "cross-ns"), 600, 1)
     pods = (get(plane, "pods", "-n", TEAM, "-l", "kubetune.io/finetunejob=cross-ns") or {})["items"]
     logs = {p["metadata"]["name"]: kubelet.log(TEAM, p["metadata"]["name"],
                                                p["spec"]["containers"][0]["name"])

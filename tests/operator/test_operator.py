@@ -309,7 +309,7 @@ async def test_delete_cascades_to_the_children(cluster, models):
         await cluster.delete("ftj", TEAM, "bot")
         # kopf removes its finalizer; then the garbage collector (the test server's own, or
         # the real controller-manager's) deletes the children.
-        await cluster.wait_deleted("ftj", TEAM, "bot", timeout=15)
+        await cluster.wait_deleted("ftj", TEAM, "bot", timeout=30)
         await cluster.wait_deleted("PyTorchJob", TEAM, "bot", timeout=15)
         await cluster.wait_deleted("ConfigMap", TEAM, "bot-trainer-config", timeout=15)
 
