@@ -13,15 +13,13 @@ import math
 import multiprocessing
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from kubetune.api.safeload import MiB
 from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
+from kubetune_trainer.formats.samples import IGNORE_INDEX, DataError, Sample, Splits
 from kubetune_trainer.templates import (
     TEMPLATE_FILE,
-    DataError,
     Template,
     load_template,
     parse_json,
@@ -31,30 +29,10 @@ __all__ = ["DataError", "IGNORE_INDEX", "Sample", "Splits", "effective_max_lengt
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss skips these labels
 DOMAIN_EXTENSIONS = (".csv", ".json", ".jsonl", ".txt")
 MAX_RECORD_CHARS = 64 * MiB  # a JSON line; bounds what one record can make the parser build
 # Tokenizers without a recorded limit report int(1e30) (transformers' VERY_LARGE_INTEGER).
 NO_LIMIT = 10**18
-
-
-class Sample(NamedTuple):
-    """One training sequence; `labels` is as long as `input_ids`, IGNORE_INDEX where no loss.
-
-    A tuple, so `input_ids, labels = sample` works where (input_ids, labels) pairs are expected.
-    """
-
-    input_ids: list[int]
-    labels: list[int]
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Tokenized train and validation samples, in file order (a split only selects)."""
-
-    train: list[Sample]
-    validation: list[Sample]
-    max_length: int  # no sample is longer (domain adaptation: every block is this long)
 
 
 def effective_max_length(hp: Hyperparameters, tokenizer) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.api.safeload import TEMPLATE, LoadError, read_bounded
+from kubetune_trainer.formats.samples import DataError
 
 TEMPLATE_FILE = "template.json"
 
@@ -28,10 +29,6 @@ DEFAULT_COMPLETION = " {response}"
 Parts = list[tuple[str, str | None]]
 # A \u escape of half a UTF-16 surrogate pair (a whole pair decodes to one character).
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-class DataError(ValueError):
-    """A problem with training or validation data; the message names the file and the reason."""
 
 
 def parse_json(text: str, unique_keys: bool = False) -> object:

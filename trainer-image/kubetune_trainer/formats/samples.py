@@ -1,0 +1,30 @@
+"""What every data format yields: tokenized samples in causal layout, split into train and
+validation, and the error a data problem raises."""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss skips these labels
+
+
+class DataError(ValueError):
+    """A problem with training or validation data; the message names the file and the reason."""
+
+
+class Sample(NamedTuple):
+    """One training sequence; `labels` is as long as `input_ids`, IGNORE_INDEX where no loss.
+
+    A tuple, so `input_ids, labels = sample` works where (input_ids, labels) pairs are expected.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Tokenized train and validation samples, in file order (a split only selects)."""
+
+    train: list[Sample]
+    validation: list[Sample]
+    max_length: int  # no sample is longer (domain adaptation: every block is this long)

@@ -1,0 +1,38 @@
+"""Model families: how a Hugging Face model folder becomes a LoRA model to train, its rows
+and batches, and its exported artifacts. Bundled: `causal-lm` and `seq2seq-lm`; more come
+from packages with a `kubetune.models` entry point. Without a choice in the job, the first
+family whose `matches(config)` accepts the model's config.json is used.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune_trainer.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    options: type[BaseModel]
+    # Auto choice: does this family train a model with this transformers config?
+    matches: Callable[[Any], bool]
+    # (model_dir, hp, device, dtype or None, options) -> the frozen base with LoRA adapters
+    load: Callable[[Path, Hyperparameters, torch.device, torch.dtype | None, BaseModel], Any]
+    # (samples, hp, max_length, packed) -> rows; packed rows only where the family packs
+    rows: Callable[[list, Hyperparameters, int, bool], list]
+    # (rows, pad_id, device) -> the model's keyword arguments, labels included
+    collate: Callable[[list, int, torch.device], dict[str, torch.Tensor]]
+    # rows -> label tokens that count in the loss
+    count_labels: Callable[[list], int]
+    # (model, tokenizer, staging, hp) -> writes adapter/ and, with merge_weights, merged/
+    export: Callable[[Any, Any, Path, Hyperparameters], None]
+    description: str = ""
+
+
+MODELS = Registry[ModelFamily]("model family", "kubetune.models")
