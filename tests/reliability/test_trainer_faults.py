@@ -32,7 +32,9 @@ from kubetune_trainer import checkpoint
 from kubetune_trainer.artifacts import export
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
 from kubetune_trainer.model import load_model, load_tokenizer
+from kubetune_trainer.models import MODELS
 from kubetune_trainer.outages import Patient
+from kubetune_trainer.recipe import model_bytes
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.scratch import NoSpace
 from kubetune_trainer.storage import StorageError, open_store
@@ -422,7 +424,8 @@ def test_artifacts_that_do_not_fit_leave_no_manifest(job, small_volume):
     volume, store = small_volume("1m"), open_store(config.output.uri)
     Ballast(volume).fill(leave=8 * PAGE)  # the adapter's tensors (28 KiB) fit; not all files
     with pytest.raises(NoSpace) as raised:
-        export(model, tokenizer, config, hp, {"epochs": []}, store, volume / "artifacts")
+        write = lambda folder: MODELS.get("causal-lm", "test").export(model, tokenizer, folder, hp)  # noqa: E731
+        export(config, {"epochs": []}, store, volume / "artifacts", model_bytes(model, hp), write)
     assert raised.value.started, "refused before writing; the sizes need a look"
     assert str(raised.value).startswith(
         f"{volume}/artifacts: no space left on device for the artifacts: at least 0.0 MiB needed"

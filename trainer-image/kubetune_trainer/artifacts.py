@@ -11,11 +11,11 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
-from kubetune_trainer import losscurve
-from kubetune_trainer.scratch import room_for, tensor_bytes
+from kubetune.api.v1alpha1 import TrainerConfig
+from kubetune_trainer.scratch import room_for
 from kubetune_trainer.storage import join_uri
 
 log = logging.getLogger(__name__)
@@ -59,33 +59,22 @@ def claim_output(store, config: TrainerConfig, count_start: bool) -> bool:
 
 
 def export(
-    model,
-    tokenizer,
     config: TrainerConfig,
-    hp: Hyperparameters,
     metrics: dict,
     store,
     staging: Path,
-    step_losses: list[list] | None = None,
+    needed: int,
+    write: Callable[[Path], None],
 ) -> list[dict]:
-    """Write every artifact to `staging`, upload it, then MANIFEST.json. Returns the listing."""
+    """Write every artifact to `staging`: metrics.json, config.json and what `write` puts
+    there (the model family's adapter/ and merged/, the callbacks' files); upload them, then
+    MANIFEST.json. `needed`: a lower bound of the bytes written. Returns the listing."""
     shutil.rmtree(staging, ignore_errors=True)
-    adapter = [p for p in model.parameters() if p.requires_grad]
-    # The adapter, and with merge_weights the whole model: a lower bound on what is written.
-    needed = tensor_bytes(adapter + (list(model.parameters()) if hp.merge_weights else []))
     with room_for(staging, "the artifacts", needed):
         staging.mkdir(parents=True)
-        model.save_pretrained(staging / "adapter")
-        tokenizer.save_pretrained(staging / "adapter")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (staging / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
-        if step_losses:  # [epoch, step, loss] per step
-            losscurve.write(staging, step_losses, metrics["epochs"])
-        if hp.merge_weights:
-            # Last: merging folds the adapter into the base weights in place.
-            merged = model.merge_and_unload()
-            merged.save_pretrained(staging / "merged")
-            tokenizer.save_pretrained(staging / "merged")
+        write(staging)
     files = listing(staging)
     started = time.monotonic()
     store.upload_dir(staging, config.output.uri)

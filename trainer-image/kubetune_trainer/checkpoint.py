@@ -35,10 +35,10 @@ class TrainState:
     epoch_step: int = 0  # its optimizer steps done: the data position within the epoch
     step: int = 0  # optimizer steps done since the start of the run
     epoch_losses: list[float] = field(default_factory=list)  # step losses of `epoch` so far
-    step_losses: list[list] = field(default_factory=list)  # [epoch, step, loss]: the loss curve
     history: list[dict] = field(default_factory=list)  # metrics of the finished epochs
     best: dict | None = None  # metrics of the best epoch so far
     best_weights: dict[str, torch.Tensor] | None = None  # its trainable weights (rank 0)
+    callbacks: dict[str, dict] = field(default_factory=dict)  # each callback's state_dict()
 
 
 @dataclass
@@ -116,7 +116,8 @@ def load(store, uri: str, manifest: dict, dest: Path) -> Checkpoint | None:
     if [f for f in listing(folder) if f["path"] != MANIFEST] != manifest["files"]:
         log.warning("%s: files do not match %s; skipping this checkpoint", uri, MANIFEST)
         return None
-    state = TrainState(**json.loads((folder / "state.json").read_text()))
+    fields = json.loads((folder / "state.json").read_text())
+    state = TrainState(**{k: v for k, v in fields.items() if k in TrainState.__dataclass_fields__})
     best = folder / "best.safetensors"
     state.best_weights = load_file(best) if best.exists() else None
     tensors = torch.load(folder / "optimizer.pt", weights_only=True)

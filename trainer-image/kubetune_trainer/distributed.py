@@ -1,11 +1,11 @@
-"""One job, several processes: the process group torchrun describes, the model wrapped for
-data parallelism (DDP, or FSDP2 `fully_shard` with enable_fsdp), and the few collectives the
-recipe needs. With one process every function here is a no-op or the identity.
+"""One job, several processes: the process group torchrun describes, the few collectives the
+recipe needs, and trainable state gathered whole whatever the strategy (strategies/ wrap the
+model). With one process every function here is a no-op or the identity.
 """
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -15,10 +15,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.nn.parallel import DistributedDataParallel
 
-from kubetune.api.v1alpha1 import Hyperparameters
 from kubetune_trainer.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,44 +45,6 @@ def process_group(runtime: Runtime) -> Iterator[None]:
         dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def wrap(model: torch.nn.Module, hp: Hyperparameters, runtime: Runtime) -> torch.nn.Module:
-    """DDP replicates the model on each rank; FSDP2 shards each decoder layer across ranks."""
-    if runtime.world_size == 1:
-        return model
-    if not hp.enable_fsdp:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
-    policy = MixedPrecisionPolicy()
-    if runtime.device.type == "cuda":
-        # LoRA weights stay fp32 (peft upcasts them); compute in bf16, reduce gradients in fp32.
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    layer_types = set(getattr(model.get_base_model(), "_no_split_modules", None) or [])
-    layers = [m for m in model.modules() if type(m).__name__ in layer_types]
-    for layer in layers:
-        fully_shard(layer, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)  # the rest: embeddings, final norm, head
-    log.info(
-        "FSDP: %d %s layers sharded over %d ranks",
-        len(layers),
-        "/".join(layer_types),
-        runtime.world_size,
-    )
-    return model
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def no_sync(model: torch.nn.Module, last: bool):
-    """Skip the gradient all-reduce on all but the last micro-batch of an optimizer step."""
-    if last:
-        return nullcontext()
-    if isinstance(model, DistributedDataParallel):
-        return model.no_sync()
-    return nullcontext()  # FSDP2 reduce-scatters per layer each backward; it has no no_sync
 
 
 def all_sum(values: list[float], runtime: Runtime) -> list[float]:

@@ -19,6 +19,11 @@ SECRET_PREFIXES = {
 
 
 def image(plan: Plan, config: OperatorConfig) -> str:
+    """The job's own trainer image (spec.trainer.image), else the operator's for the
+    accelerator."""
+    own = plan.job.spec.trainer and plan.job.spec.trainer.image
+    if own:
+        return own
     accelerator = plan.compute.accelerator
     return getattr(config.images, accelerator if accelerator != "none" else "cpu")
 

@@ -60,6 +60,7 @@ def plan(
             "data": {"train": job.spec.data.train, "validation": job.spec.data.validation},
             "hyperparameters": hp.model_dump(),
             "output": {"uri": output_uri},
+            "trainer": trainer_parts(job),
         }
     )
     return Plan(
@@ -72,6 +73,13 @@ def plan(
         trainer_config=trainer_config,
         model_access=access,
     )
+
+
+def trainer_parts(job: FineTuneJob) -> dict:
+    """spec.trainer less the image: what the trainer's recipe runs with."""
+    if job.spec.trainer is None:
+        return {}
+    return job.spec.trainer.model_dump(by_alias=True, exclude={"image"}, exclude_none=True)
 
 
 def output_of(job: FineTuneJob, config: OperatorConfig) -> str:

@@ -99,3 +99,13 @@ def walk(callbacks: list, hook: str, *args) -> None:
         method = getattr(callback, hook, None)
         if method is not None:
             method(*args)
+
+
+from kubetune_trainer.callbacks import (  # noqa: E402, F401  (bundled parts)
+    checkpointer,
+    early_stopping,
+    logs,
+    losscurve,
+    progress,
+    signals,
+)

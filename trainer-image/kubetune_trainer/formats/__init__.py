@@ -39,3 +39,5 @@ class DataFormat:
 
 
 FORMATS = Registry[DataFormat]("data format", "kubetune.data_formats")
+
+from kubetune_trainer.formats import _interim  # noqa: E402, F401

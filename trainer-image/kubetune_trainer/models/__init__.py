@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel
 
 from kubetune.api.v1alpha1 import Hyperparameters
-from kubetune_trainer.registry import Registry
+from kubetune_trainer.registry import Chosen, PartError, Registry
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,18 @@ class ModelFamily:
 
 
 MODELS = Registry[ModelFamily]("model family", "kubetune.models")
+
+
+def choose(name: str | None, options: dict | None, config) -> "Chosen[ModelFamily]":
+    """The job's model family, or the first that matches the model's config.json."""
+    if name is None:
+        name = next((f.name for f in MODELS if f.matches(config)), None)
+        if name is None:
+            raise PartError(
+                f"spec.trainer.model: no model family trains model_type {config.model_type!r} "
+                f"(known: {', '.join(MODELS.names())}); name one, or install one that does"
+            )
+    return MODELS.choose(name, options, "spec.trainer.model")
+
+
+from kubetune_trainer.models import causal  # noqa: E402, F401  (bundled parts)

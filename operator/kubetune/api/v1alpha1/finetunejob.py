@@ -16,6 +16,7 @@ from kubetune.api.v1alpha1.common import (
 )
 from kubetune.api.v1alpha1.hyperparameters import HyperparameterOverrides, Hyperparameters
 from kubetune.api.v1alpha1.meta import Condition, ObjectMeta
+from kubetune.api.v1alpha1.trainer_parts import TrainerSpec
 
 # Changing these restarts nothing: the operator suspends/resumes or re-renders scheduling.
 MUTABLE_SPEC_FIELDS = ("suspend", "runPolicy", "scheduling")
@@ -124,6 +125,12 @@ class FineTuneJobSpec(ApiObject):
     run_policy: RunPolicy | None = Field(None, description="Retries, deadline and clean-up.")
     suspend: bool | None = Field(
         None, description="Suspend (true) or resume (false) the job. Default: false."
+    )
+    trainer: TrainerSpec | None = Field(
+        None,
+        description="The trainer image and the recipe's parts (data format, model family, "
+        "strategy, callbacks). Unset: the bundled trainer, parts chosen from the "
+        "hyperparameters and the model.",
     )
 
 

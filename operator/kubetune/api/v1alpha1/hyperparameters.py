@@ -132,6 +132,19 @@ class Hyperparameters(Strict):
         description="Module names LoRA adapts; unset chooses them per architecture. "
         "Default: unset.",
     )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations (epochs) without the eval loss improving "
+        "by more than early_stopping_threshold; the best epoch is exported. Unset: train "
+        "every epoch. Default: unset.",
+    )
+    early_stopping_threshold: float = Field(
+        0.0,
+        ge=0,
+        description="Least decrease of the eval loss that counts as an improvement "
+        "(early_stopping_patience). Default: 0.",
+    )
     seed: int = Field(0, description="Seed for weight init, dropout and shuffling. Default: 0.")
 
 

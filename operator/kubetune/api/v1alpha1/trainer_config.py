@@ -12,6 +12,7 @@ from pydantic import Field
 from kubetune.api.v1alpha1.base import API_VERSION, ApiObject
 from kubetune.api.v1alpha1.common import StorageUri
 from kubetune.api.v1alpha1.hyperparameters import ResolvedHyperparameters
+from kubetune.api.v1alpha1.trainer_parts import TrainerParts
 
 DEFAULT_PATH = "/etc/kubetune/config.json"
 # The variables of a storage Secret the trainer reads, each under its channel's prefix
@@ -74,6 +75,11 @@ class TrainerConfig(ApiObject):
         description="All hyperparameters, resolved: every key present."
     )
     output: OutputLocation = Field(description="Artifact location.")
+    trainer: TrainerParts = Field(
+        default_factory=TrainerParts,
+        description="The recipe's parts by name with their options; unset ones are chosen by "
+        "the trainer from the hyperparameters and the model.",
+    )
     max_attempts: int | None = Field(
         None,
         ge=1,

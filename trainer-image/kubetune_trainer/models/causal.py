@@ -1,0 +1,43 @@
+"""`causal-lm`: decoder-only models (Llama, Mistral, Qwen, Gemma, GPT-2 ...) with LoRA, trained
+on packed rows (padding-free, positions restart per sample), exported as adapter/ and merged/."""
+
+from pathlib import Path
+
+from kubetune_trainer import batches
+from kubetune_trainer import model as causal_model
+from kubetune_trainer.models import MODELS, ModelFamily
+from kubetune_trainer.packing import one_per_row, pack
+from kubetune_trainer.registry import NoOptions
+
+
+def load(model_dir: Path, hp, device, dtype, options):
+    return causal_model.load_model(model_dir, hp, device, dtype=dtype)
+
+
+def rows(samples, hp, max_length: int, packed: bool):
+    return pack(samples, max_length) if packed else one_per_row(samples)
+
+
+def export(model, tokenizer, staging: Path, hp) -> None:
+    model.save_pretrained(staging / "adapter")
+    tokenizer.save_pretrained(staging / "adapter")
+    if hp.merge_weights:
+        # Last: merging folds the adapter into the base weights in place.
+        merged = causal_model.merged_model(model)
+        merged.save_pretrained(staging / "merged")
+        tokenizer.save_pretrained(staging / "merged")
+
+
+MODELS.add(
+    ModelFamily(
+        name="causal-lm",
+        options=NoOptions,
+        matches=lambda config: not getattr(config, "is_encoder_decoder", False),
+        load=load,
+        rows=rows,
+        collate=batches.collate,
+        count_labels=batches.count_labels,
+        export=export,
+        description="Decoder-only language models; the default for them.",
+    )
+)
