@@ -487,4 +487,4 @@ def test_load_splits_picks_the_jumpstart_format_by_instruction_tuned(tok, tmp_pa
 
 
 def test_the_bundled_formats_are_registered():
-    assert {"domain-adaptation", "instruction"} <= set(FORMATS.names())
+    assert {"chat", "domain-adaptation", "instruction"} <= set(FORMATS.names())

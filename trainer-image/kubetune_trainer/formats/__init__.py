@@ -41,4 +41,4 @@ class DataFormat:
 FORMATS = Registry[DataFormat]("data format", "kubetune.data_formats")
 
 # The bundled formats register themselves; imported last, as they import the names above.
-from kubetune_trainer.formats import domain, instruction  # noqa: E402, F401
+from kubetune_trainer.formats import chat, domain, instruction  # noqa: E402, F401
