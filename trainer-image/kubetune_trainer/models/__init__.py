@@ -36,3 +36,6 @@ class ModelFamily:
 
 
 MODELS = Registry[ModelFamily]("model family", "kubetune.models")
+
+# The bundled families register themselves; imported last, as they import the names above.
+from kubetune_trainer.models import seq2seq  # noqa: E402, F401
