@@ -1,6 +1,6 @@
 """Broken training data, one case per way to break it: the files of a training (and maybe a
 validation) folder, and what the trainer's one error line must name. Only what
-kubetune_trainer.data defines as errors, plus what the storage download refuses (an empty
+kubetune_trainer.formats defines as errors, plus what the storage download refuses (an empty
 folder). tests/reliability/test_bad_input.py runs them."""
 
 import json

@@ -37,8 +37,9 @@ from kubetune.render.pod import SECRET_PREFIXES
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.hubs import may_use
 from kubetune.resolve.plan import plan
+from kubetune_trainer.formats.samples import DataError
+from kubetune_trainer.formats.templates import Template, parse_format
 from kubetune_trainer.storage import StorageError, open_store
-from kubetune_trainer.templates import DataError, Template, parse_format
 from tests.chart.render import ALL, DEFAULT, find, objects, one, rendered
 from tests.support.apiserver import ApiError, ApiServer, serve
 from tests.support.operator import operator_in_loop

@@ -1,4 +1,6 @@
-"""kubetune_trainer.data: JumpStart data formats to tokenized samples, with a real tokenizer."""
+"""The JumpStart data formats `domain-adaptation` and `instruction` (kubetune_trainer.formats):
+files to tokenized samples, with a real tokenizer, loaded through the registry as the recipe
+does."""
 
 import json
 import logging
@@ -9,14 +11,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from kubetune.api.v1alpha1.hyperparameters import Hyperparameters
-from kubetune_trainer.data import (
-    IGNORE_INDEX,
-    DataError,
-    Sample,
-    effective_max_length,
-    load_splits,
-)
-from kubetune_trainer.templates import DEFAULT_COMPLETION, DEFAULT_PROMPT
+from kubetune_trainer import data
+from kubetune_trainer.formats import FORMATS, Channels
+from kubetune_trainer.formats.encoder import effective_max_length
+from kubetune_trainer.formats.samples import IGNORE_INDEX, DataError, Sample, Splits
+from kubetune_trainer.formats.templates import DEFAULT_COMPLETION, DEFAULT_PROMPT
+from kubetune_trainer.registry import NoOptions
+from tests.support.data_files import write, write_jsonl
 from tests.support.tiny_models import build_tokenizer
 
 CORPUS = [
@@ -49,18 +50,10 @@ def hp(**overrides) -> Hyperparameters:
     return Hyperparameters(**overrides)
 
 
-def write(folder: Path, name: str, content: str | bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
-
-
-def write_jsonl(folder: Path, name: str, records: list) -> Path:
-    return write(folder, name, "".join(json.dumps(r) + "\n" for r in records))
+def load_splits(train: Path, validation: Path | None, hp: Hyperparameters, tok) -> Splits:
+    """The JumpStart choice, through the registry as the recipe calls a format."""
+    name = "instruction" if hp.instruction_tuned else "domain-adaptation"
+    return FORMATS.get(name, "test").load(Channels(train, validation), hp, tok, NoOptions())
 
 
 def stream(tok, texts: list[str]) -> list[int]:
@@ -232,7 +225,7 @@ def test_long_samples_are_truncated_and_long_prompts_dropped(tok, tmp_path, capl
     write(tmp_path / "train", "template.json", json.dumps(template))
     write_jsonl(tmp_path / "train", "train.jsonl", records)
     write_jsonl(tmp_path / "val", "val.jsonl", records[2:])
-    with caplog.at_level(logging.INFO, logger="kubetune_trainer.data"):
+    with caplog.at_level(logging.INFO, logger="kubetune_trainer.formats.instruction"):
         splits = load_splits(
             tmp_path / "train",
             tmp_path / "val",
@@ -479,3 +472,19 @@ def test_worker_processes_give_identical_samples(tok, tmp_path):
         )
         assert pooled == alone
         assert alone.train
+
+
+def test_load_splits_picks_the_jumpstart_format_by_instruction_tuned(tok, tmp_path):
+    write_jsonl(tmp_path / "inst", "train.jsonl", RECORDS)
+    write(tmp_path / "text", "data.txt", " ".join(CORPUS))
+    for folder, overrides in [
+        ("inst", {"instruction_tuned": True}),
+        ("text", {"max_input_length": 8}),
+    ]:
+        assert data.load_splits(str(tmp_path / folder), None, hp(**overrides), tok) == (
+            load_splits(tmp_path / folder, None, hp(**overrides), tok)
+        )
+
+
+def test_the_bundled_formats_are_registered():
+    assert {"chat", "domain-adaptation", "instruction"} <= set(FORMATS.names())

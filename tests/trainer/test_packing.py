@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from kubetune_trainer.data import IGNORE_INDEX as IGNORE
+from kubetune_trainer.formats.samples import IGNORE_INDEX as IGNORE
 from kubetune_trainer.packing import one_per_row, pack
 
 

@@ -18,9 +18,9 @@ import torch
 from transformers import AutoTokenizer
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
-from kubetune_trainer.data import DataError
+from kubetune_trainer.formats.samples import DataError
+from kubetune_trainer.formats.templates import DEFAULT_PROMPT
 from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.templates import DEFAULT_PROMPT
 from kubetune_trainer.train import train
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     make_bucket,

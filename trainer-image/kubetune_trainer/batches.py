@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import torch
 
-from kubetune_trainer.data import IGNORE_INDEX
+from kubetune_trainer.formats.samples import IGNORE_INDEX
 from kubetune_trainer.packing import Row
 
 
 def blank(row: Row) -> Row:
     """The row with no labels: fills a rank's last batch without counting twice in the loss."""
-    return replace(row, labels=[IGNORE_INDEX] * len(row))
+    return replace(row, labels=[IGNORE_INDEX] * len(row.labels))
 
 
 def rank_share(rows: list[Row], order: list[int], rank: int, world_size: int) -> list[Row]:

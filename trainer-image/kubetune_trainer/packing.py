@@ -8,7 +8,7 @@ accelerator time goes to padding tokens.
 import bisect
 from dataclasses import dataclass, field
 
-from kubetune_trainer.data import IGNORE_INDEX
+from kubetune_trainer.formats.samples import IGNORE_INDEX
 
 
 @dataclass

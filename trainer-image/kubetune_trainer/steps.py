@@ -20,7 +20,7 @@ def train_step(recipe, group: list[list]) -> tuple[float, int, int]:
     local = [
         sum(family.count_labels(batch) for batch in group),
         sum(len(row) for batch in group for row in batch),
-        sum(batch["input_ids"].numel() for batch in inputs),
+        sum(padded_size(batch) for batch in inputs),
     ]
     labels, tokens, padded = distributed.all_sum(local, runtime)
     step_loss = torch.zeros((), device=runtime.device)
@@ -38,6 +38,13 @@ def train_step(recipe, group: list[list]) -> tuple[float, int, int]:
     recipe.optimizer.zero_grad(set_to_none=True)
     step_loss = distributed.all_sum([step_loss.item()], runtime)[0]
     return step_loss, int(tokens), int(padded)
+
+
+def padded_size(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens of the batch as run, padding included: the encoder's and, for seq2seq models,
+    the decoder's."""
+    decoder = batch.get("decoder_input_ids")
+    return batch["input_ids"].numel() + (decoder.numel() if decoder is not None else 0)
 
 
 @torch.no_grad()

@@ -40,4 +40,5 @@ class DataFormat:
 
 FORMATS = Registry[DataFormat]("data format", "kubetune.data_formats")
 
-from kubetune_trainer.formats import _interim  # noqa: E402, F401
+# The bundled formats register themselves; imported last, as they import the names above.
+from kubetune_trainer.formats import chat, domain, instruction  # noqa: E402, F401

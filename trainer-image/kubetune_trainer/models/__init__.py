@@ -50,4 +50,5 @@ def choose(name: str | None, options: dict | None, config) -> "Chosen[ModelFamil
     return MODELS.choose(name, options, "spec.trainer.model")
 
 
-from kubetune_trainer.models import causal  # noqa: E402, F401  (bundled parts)
+# The bundled families register themselves; imported last, as they import the names above.
+from kubetune_trainer.models import causal, seq2seq  # noqa: E402, F401

@@ -1,17 +1,12 @@
-"""Instruction templates (JumpStart's template.json) and the safe formatter that fills them.
-
-Also home of `DataError`, so that this leaf module and `data` raise the same error; import
-both from `kubetune_trainer.data`.
-"""
+"""Instruction templates (JumpStart's template.json) and the safe formatter that fills them."""
 
 import json
-import re
 import string
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.api.safeload import TEMPLATE, LoadError, read_bounded
+from kubetune_trainer.formats.files import parse_json
 from kubetune_trainer.formats.samples import DataError
 
 TEMPLATE_FILE = "template.json"
@@ -27,43 +22,6 @@ DEFAULT_COMPLETION = " {response}"
 
 # A template is literal text interleaved with record field names (None: literal only).
 Parts = list[tuple[str, str | None]]
-# A \u escape of half a UTF-16 surrogate pair (a whole pair decodes to one character).
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-def parse_json(text: str, unique_keys: bool = False) -> object:
-    """json.loads, refusing with ValueError what is valid JSON but no usable record: nesting
-    deeper than Python's recursion limit, integers longer than Python reads, and \\u escapes
-    of lone surrogates (not text: no tokenizer encodes them). Syntax errors stay
-    json.JSONDecodeError, with their line and column. `unique_keys` refuses an object that
-    names a key twice (for files people write by hand, as kubectl does for YAML)."""
-    try:
-        value = json.loads(text, object_pairs_hook=_unique if unique_keys else None)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except (json.JSONDecodeError, DuplicateKey):
-        raise
-    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
-        raise ValueError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
-    if SURROGATE_ESCAPE.search(text):  # rare: only then look at every string
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("a \\u escape encodes half of a surrogate pair, not text") from None
-    return value
-
-
-class DuplicateKey(ValueError):
-    """An object names a key twice (json.loads would keep the last silently)."""
-
-
-def _unique(pairs: list[tuple[str, object]]) -> dict:
-    found = dict(pairs)
-    if len(found) < len(pairs):
-        keys = [key for key, _ in pairs]
-        twice = next(key for key in keys if keys.count(key) > 1)
-        raise DuplicateKey(f"key {twice!r} appears twice in one object")
-    return found
 
 
 @dataclass(frozen=True)
