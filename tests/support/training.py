@@ -32,17 +32,7 @@ def make_job(root: Path, samples: int = 400) -> Path:
     tokenizer = build_tokenizer(texts + WORDS, model_dir)
     # A wide init lets the frozen random head express confident logits, as a pretrained one can.
     build_tiny_llama(model_dir, len(tokenizer), tokenizer=tokenizer, initializer_range=0.5)
-    data = root / "data"
-    data.mkdir()
-    (data / "train.jsonl").write_text(
-        "".join(
-            json.dumps({"instruction": "describe an animal", "context": "", "response": t}) + "\n"
-            for t in texts
-        )
-    )
-    (data / "template.json").write_text(
-        json.dumps({"prompt": "{instruction}:", "completion": " {response}"})
-    )
+    write_instruction_data(root / "data", texts)
     return root
 
 
@@ -97,3 +87,56 @@ def run_trainer(config, root: Path, nproc: int = 1, timeout: float = 300):
         env=trainer_env(root),
         timeout=timeout,
     )
+
+
+def make_t5_job(root: Path, samples: int = 200) -> Path:
+    """root/model (tiny T5 + tokenizer) and root/data, as make_job: a seq2seq (Flan-T5) job."""
+    from tests.support.tiny_t5 import build_t5_tokenizer, build_tiny_t5
+
+    texts = sentences(samples)
+    model_dir = root / "model"
+    tokenizer = build_t5_tokenizer(texts + WORDS, model_dir)
+    build_tiny_t5(model_dir, tokenizer)
+    write_instruction_data(root / "data", texts)
+    return root
+
+
+def make_chat_job(root: Path, samples: int = 200) -> Path:
+    """root/model (tiny Llama whose tokenizer has a ChatML template) and root/data/chat.jsonl:
+    one conversation per sentence, the assistant answering with the sentence."""
+    from kubetune_trainer.formats.chat_templates import CHATML
+
+    texts = sentences(samples)
+    model_dir = root / "model"
+    tokenizer = build_tokenizer(texts + WORDS, model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML.jinja
+    tokenizer.save_pretrained(model_dir)
+    build_tiny_llama(model_dir, len(tokenizer), tokenizer=tokenizer, initializer_range=0.5)
+    data = root / "data"
+    data.mkdir()
+    records = [
+        {"messages": [{"role": "user", "content": "describe an animal"},
+                      {"role": "assistant", "content": text}]}
+        for text in texts
+    ]  # fmt: skip
+    (data / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def write_instruction_data(data: Path, texts: list[str]) -> None:
+    data.mkdir()
+    (data / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": "describe an animal", "context": "", "response": t}) + "\n"
+            for t in texts
+        )
+    )
+    (data / "template.json").write_text(
+        json.dumps({"prompt": "{instruction}:", "completion": " {response}"})
+    )
+
+
+def with_parts(config: TrainerConfig, **trainer) -> TrainerConfig:
+    """config with spec.trainer parts, e.g. dataFormat={"name": "chat"}."""
+    return TrainerConfig.model_validate({**config.model_dump(by_alias=True), "trainer": trainer})
