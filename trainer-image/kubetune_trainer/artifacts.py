@@ -80,7 +80,8 @@ def export(
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (staging / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
         if step_losses:  # [epoch, step, loss] per step
-            losscurve.write(staging, step_losses, metrics["epochs"])
+            title = f"{config.job.namespace}/{config.job.name}"
+            losscurve.write(staging, step_losses, metrics["epochs"], title)
         if hp.merge_weights:
             # Last: merging folds the adapter into the base weights in place.
             merged = model.merge_and_unload()
