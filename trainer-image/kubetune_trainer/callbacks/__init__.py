@@ -99,3 +99,8 @@ def walk(callbacks: list, hook: str, *args) -> None:
         method = getattr(callback, hook, None)
         if method is not None:
             method(*args)
+
+
+# The bundled parts add themselves to CALLBACKS; each imports its library (matplotlib,
+# tensorboardX, mlflow) only when a job selects it.
+from kubetune_trainer.callbacks import losscurve  # noqa: E402, F401
