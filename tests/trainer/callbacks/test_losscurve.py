@@ -16,7 +16,7 @@ def curve(folder) -> list[dict]:
 
 
 def test_the_bundled_callbacks_are_registered():
-    assert {"loss-curve"} <= set(CALLBACKS.names())
+    assert {"loss-curve", "tensorboard"} <= set(CALLBACKS.names())
 
 
 def test_the_artifacts_get_the_curve_of_every_step_and_epoch(tmp_path):
