@@ -2,6 +2,8 @@
 loss_curve.png / loss_curve.csv into the artifacts on the main rank."""
 
 import csv
+import subprocess
+import sys
 from types import SimpleNamespace
 
 from matplotlib.image import imread
@@ -15,8 +17,15 @@ def curve(folder) -> list[dict]:
     return list(csv.DictReader((folder / "loss_curve.csv").open()))
 
 
-def test_the_bundled_callbacks_are_registered():
-    assert {"loss-curve", "tensorboard"} <= set(CALLBACKS.names())
+def test_the_bundled_callbacks_are_registered_without_importing_their_libraries():
+    assert {"loss-curve", "tensorboard", "mlflow"} <= set(CALLBACKS.names())
+    # The trainer starts without them: each is imported when a job draws or selects it.
+    code = (
+        "import sys, kubetune_trainer.artifacts, kubetune_trainer.callbacks; "
+        "print(sorted({'matplotlib', 'mlflow', 'tensorboardX'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_the_artifacts_get_the_curve_of_every_step_and_epoch(tmp_path):

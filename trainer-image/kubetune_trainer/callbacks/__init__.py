@@ -103,4 +103,4 @@ def walk(callbacks: list, hook: str, *args) -> None:
 
 # The bundled parts add themselves to CALLBACKS; each imports its library (matplotlib,
 # tensorboardX, mlflow) only when a job selects it.
-from kubetune_trainer.callbacks import losscurve, tensorboard  # noqa: E402, F401
+from kubetune_trainer.callbacks import losscurve, mlflow, tensorboard  # noqa: E402, F401
