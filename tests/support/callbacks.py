@@ -67,8 +67,14 @@ def eval_loss_at(epoch: int) -> float:
     return 2 + 1 / epoch
 
 
-def run_events(callbacks: list, recipe, epochs: int = 2, steps_per_epoch: int = 5,
-               first_epoch: int = 1, end: bool = True) -> dict:  # fmt: skip
+def run_events(
+    callbacks: list,
+    recipe,
+    epochs: int = 2,
+    steps_per_epoch: int = 5,
+    first_epoch: int = 1,
+    end: bool = True,
+) -> dict:
     """Walk the callbacks through the loop's hooks as the recipe would: steps, a checkpoint
     and an evaluation per epoch, then the end (artifacts in scratch on the main rank).
     Returns the metrics given to on_end."""
@@ -87,13 +93,15 @@ def run_events(callbacks: list, recipe, epochs: int = 2, steps_per_epoch: int = 
         if epoch < first_epoch:
             continue
         for s in range(step - steps_per_epoch + 1, step + 1):
-            walk(callbacks, "on_step", recipe, step_event(epoch, s, steps_per_epoch, total),
-                 Control())  # fmt: skip
+            event = step_event(epoch, s, steps_per_epoch, total)
+            walk(callbacks, "on_step", recipe, event, Control())
         uri = join_uri(recipe.config.output.uri, "checkpoints", f"step-{step}")
         walk(callbacks, "on_checkpoint", recipe, CheckpointEvent(step, epoch, uri, "epoch"))
         best = min(history, key=lambda e: e["eval_loss"])["epoch"] == epoch
-        event = EvalEvent(epoch, step, history[-1]["train_loss"], history[-1]["eval_loss"],
-                          history[-1]["eval_perplexity"], best)  # fmt: skip
+        done = history[-1]
+        event = EvalEvent(
+            epoch, step, done["train_loss"], done["eval_loss"], done["eval_perplexity"], best
+        )
         walk(callbacks, "on_eval", recipe, event, Control())
     best = min(history, key=lambda e: e["eval_loss"])
     metrics = {

@@ -68,11 +68,19 @@ def plot(train: list[tuple], evals: dict[int, tuple], spans: dict[int, tuple], t
         ax.plot(*zip(*train, strict=True), color=TRAIN, linewidth=1.2, label="train loss")
     if evals:
         steps, losses = zip(*evals.values(), strict=True)
-        ax.plot(steps, losses, color=EVAL, marker="o", markersize=5, linestyle="--",
-                linewidth=1, label="eval loss (per epoch)")  # fmt: skip
+        style = {"marker": "o", "markersize": 5, "linestyle": "--", "linewidth": 1}
+        ax.plot(steps, losses, color=EVAL, label="eval loss (per epoch)", **style)
         best = min(evals, key=lambda e: evals[e][1])  # lowest eval loss, as the trainer picks
-        ax.plot(*evals[best], color=BEST, marker="*", markersize=14, linestyle="none",
-                label=f"best: epoch {best}, {evals[best][1]:.4g}", zorder=3)  # fmt: skip
+        label = f"best: epoch {best}, {evals[best][1]:.4g}"
+        ax.plot(
+            *evals[best],
+            color=BEST,
+            marker="*",
+            markersize=14,
+            linestyle="none",
+            label=label,
+            zorder=3,
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (per label token)")
     ax.set_title(title, fontsize="medium")
