@@ -16,9 +16,10 @@ import time
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig
 
 from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.local.tiny_models import random_llama
 from kubetune_trainer.batches import collate
 from kubetune_trainer.model import TARGET_MODULES
 from kubetune_trainer.packing import pack
@@ -133,11 +134,8 @@ def main() -> int:
 
 
 def build_model(c: LlamaConfig, args: argparse.Namespace):
-    torch.manual_seed(0)
-    with torch.device("cuda"):  # initialized in place: no 16 GB detour through host memory
-        model = LlamaForCausalLM._from_config(
-            c, dtype=torch.bfloat16, attn_implementation=args.attn
-        )
+    # Initialized in place on the GPU: no 16 GB detour through host memory.
+    model = random_llama(c, device="cuda", dtype=torch.bfloat16, attn_implementation=args.attn)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

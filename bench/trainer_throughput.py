@@ -28,12 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     DataCollatorForSeq2Seq,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
     Trainer,
     TrainingArguments,
 )
@@ -41,14 +37,13 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.local.tiny_models import SPECIAL_TOKENS, build_tiny_llama, build_word_tokenizer
 from kubetune_trainer.data import IGNORE_INDEX, Sample, Splits, load_splits
 from kubetune_trainer.model import load_model, load_tokenizer
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.train import train
 
-# Ids follow this order (unk 0, pad 1, bos 2, eos 3); words "w0".."w31995" take ids 4..31999.
-SPECIALS = ["<unk>", "<pad>", "<s>", "</s>"]
-VOCAB = 32_000
+VOCAB = 32_000  # Llama's 4 special tokens (ids 0-3), then words "w0".."w31995" (ids 4..31999)
 MAX_TOKENS = 1024  # the cap of the length spread, and the tokenizer's (and the rows') limit
 MEDIAN_TOKENS, SIGMA = 150, 0.8  # lognormal: mean 150 * e^(0.8^2 / 2) = 207 tokens per sample
 # Instructions and responses use 32 words. A frozen random model with rank-8 LoRA learns
@@ -121,49 +116,23 @@ def parse_args() -> argparse.Namespace:
 # --- the job: tokenizer, model, data -----------------------------------------------------
 
 
-def build_tokenizer(path: Path) -> PreTrainedTokenizerFast:
-    """One token per whitespace-separated word, so a record's token count is exact."""
-    vocab = {token: i for i, token in enumerate(SPECIALS)}
-    vocab.update({f"w{i}": len(SPECIALS) + i for i in range(VOCAB - len(SPECIALS))})
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    # Like Llama's tokenizer: <s> before every text encoded with special tokens.
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        model_max_length=MAX_TOKENS,
-    )
-    wrapped.save_pretrained(path)
-    return wrapped
-
-
-def build_model(path: Path, tokenizer: PreTrainedTokenizerFast) -> None:
-    """Random weights, the same on every run. Parameters: 2 x (4 x 256^2 attention +
-    3 x 256 x 688 MLP) = 1.6 M in the layers, 2 x 32,000 x 256 = 16.4 M in embeddings + head."""
-    config = LlamaConfig(
-        vocab_size=VOCAB,
+def build_model(path: Path) -> None:
+    """The tokenizer (one token per word, so a record's token count is exact) and random
+    weights, the same on every run. Parameters: 2 x (4 x 256^2 attention + 3 x 256 x 688 MLP)
+    = 1.6 M in the layers, 2 x 32,000 x 256 = 16.4 M in embeddings + head."""
+    tokenizer = build_word_tokenizer(path, vocab_size=VOCAB, model_max_length=MAX_TOKENS)
+    build_tiny_llama(
+        path,
+        VOCAB,
+        tokenizer=tokenizer,
         hidden_size=256,
         intermediate_size=688,
-        num_hidden_layers=2,
-        num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=MAX_TOKENS,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
         # Wider than Llama's 0.02: the frozen random head then spans logits of about +-25
         # (0.1 x 16 x 16), so LoRA can make confident predictions, as over a pretrained head.
         initializer_range=0.1,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
 
 
 def records(n: int, seed: int) -> list[dict]:
@@ -182,7 +151,7 @@ def records(n: int, seed: int) -> list[dict]:
         n_context = words * 3 // 10 if rng.random() < 0.5 else 0
         n_response = words - n_instruction - n_context
         instruction = [f"w{rng.randrange(TOPIC_WORDS)}" for _ in range(n_instruction)]
-        context = [f"w{rng.randrange(VOCAB - len(SPECIALS))}" for _ in range(n_context)]
+        context = [f"w{rng.randrange(VOCAB - len(SPECIAL_TOKENS))}" for _ in range(n_context)]
         response = [instruction[i % n_instruction] for i in range(n_response)]
         out.append(
             {
@@ -196,7 +165,7 @@ def records(n: int, seed: int) -> list[dict]:
 
 def write_job(root: Path, samples: int, val_samples: int) -> None:
     """model/ (with its tokenizer), data/train/ (+ template.json), data/validation/."""
-    build_model(root / "model", build_tokenizer(root / "model"))
+    build_model(root / "model")
     for channel, n, seed in (("train", samples, 1), ("validation", val_samples, 2)):
         folder = root / "data" / channel
         folder.mkdir(parents=True)
@@ -240,7 +209,7 @@ def warm_up(model_dir: Path, hp: Hyperparameters) -> None:
     """Two untimed forward/backward passes at the shapes both sides will use."""
     model = load_model(model_dir, hp, torch.device("cpu"))
     for width in (MAX_TOKENS, 2 * MEDIAN_TOKENS):
-        ids = torch.randint(len(SPECIALS), VOCAB, (hp.per_device_train_batch_size, width))
+        ids = torch.randint(len(SPECIAL_TOKENS), VOCAB, (hp.per_device_train_batch_size, width))
         model(input_ids=ids, labels=ids).loss.backward()
 
 

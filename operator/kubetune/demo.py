@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from kubetune.local import tiny_models  # its torch and transformers come in when it builds
+
 DEFAULT_DIR = Path("/tmp/kubetune-quickstart")
 DOMAIN_FILE = Path("data/domain-adaptation/incidents.csv")
 INSTRUCTION_FILE = Path("data/instruction/services.jsonl")
@@ -26,8 +28,6 @@ TEMPLATE_FILE = Path("data/instruction/template.json")
 # The prompt shows the service card and the question; the loss is on the answer only.
 TEMPLATE = {"prompt": "{context}\nQuestion: {instruction}\nAnswer:", "completion": " {response}"}
 
-# Ids follow the order of this list: unk 0, pad 1, bos 2, eos 3 (Llama's bos/eos names).
-SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>"]
 VOCAB_SIZE = 1024  # an upper bound: merges run out at ~780 tokens on the sample data
 # Small enough to train a few epochs on two CPU cores in well under a minute per job:
 # 4 layers x (attention 128 x (128+64+64+128) + MLP 3 x 128 x 384) = 0.79 M, plus embedding
@@ -152,72 +152,18 @@ def tokenizer_corpus() -> list[str]:
     return texts
 
 
-# --- model ---------------------------------------------------------------------------------
-
-
-def build_tokenizer(texts: list[str], path: Path):
-    """Train a byte-level BPE tokenizer on `texts` and save it to `path`.
-
-    Byte-level, so any text encodes (no unknown tokens); it prepends `<s>` like Llama's.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
-    )
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        model_max_length=MODEL["max_position_embeddings"],
-    )
-    wrapped.save_pretrained(path)
-    return wrapped
-
-
-def build_model(path: Path, tokenizer) -> int:
-    """Save a random-weight LlamaForCausalLM (safetensors) beside the tokenizer; the same
-    weights every time. Returns its parameter count."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # one small shard: a progress bar is noise
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **MODEL,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path, safe_serialization=True)
-    return sum(p.numel() for p in model.parameters())
-
-
 def build(folder: Path) -> None:
     """A fresh demo folder: model/ and data/ rebuilt, out/ emptied so the jobs train anew."""
     started = time.monotonic()
     for stale in ("model", "data", "out"):
         shutil.rmtree(folder / stale, ignore_errors=True)
     write_data(folder)
-    tokenizer = build_tokenizer(tokenizer_corpus(), folder / "model")
-    parameters = build_model(folder / "model", tokenizer)
+    model_dir, limit = folder / "model", MODEL["max_position_embeddings"]
+    tokenizer = tiny_models.build_tokenizer(
+        tokenizer_corpus(), model_dir, vocab_size=VOCAB_SIZE, model_max_length=limit
+    )
+    model = tiny_models.build_tiny_llama(model_dir, len(tokenizer), tokenizer=tokenizer, **MODEL)
+    parameters = sum(p.numel() for p in model.parameters())
     print(
         f"demo model: {folder / 'model'} (Llama, {MODEL['num_hidden_layers']} layers, "
         f"hidden {MODEL['hidden_size']}, {parameters / 1e6:.1f} M parameters, random weights; "

@@ -79,7 +79,7 @@ def test_base_image_torch_matches_the_pinned_torch():
     # The install drops constraints.txt's torch line rather than replacing the CUDA build.
     (install,) = [r for r in values("RUN") if "pip install" in r]
     assert "grep -v -i '^torch==' constraints.txt" in install
-    assert '".[trainer]"' in install and "bitsandbytes==" in install
+    assert '".[trainer,mlflow]"' in install and "bitsandbytes==" in install
 
 
 # --- entrypoint ---------------------------------------------------------------------------

@@ -101,11 +101,15 @@ def walk(callbacks: list, hook: str, *args) -> None:
             method(*args)
 
 
-from kubetune_trainer.callbacks import (  # noqa: E402, F401  (bundled parts)
+# The bundled parts add themselves to CALLBACKS; each imports its library (matplotlib,
+# tensorboardX, mlflow) only when a job selects it.
+from kubetune_trainer.callbacks import (  # noqa: E402, F401
     checkpointer,
     early_stopping,
     logs,
     losscurve,
+    mlflow,
     progress,
     signals,
+    tensorboard,
 )
