@@ -30,6 +30,7 @@ def test_json_round_trip_keeps_every_resolved_hyperparameter():
         "data",
         "hyperparameters",
         "output",
+        "trainer",  # every part unset here: chosen by the trainer
         "maxAttempts",  # null here: no limit (local mode)
     }
     assert loaded["model"] == CONFIG["model"]

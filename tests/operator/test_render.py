@@ -310,3 +310,37 @@ def test_trainjob_compute_paths_match_the_pytorchjob(
     assert pod.get("nodeSelector") == master.get("nodeSelector")
     assert tj["spec"]["trainer"]["resourcesPerNode"] == master["containers"][0]["resources"]
     assert tj["spec"]["trainer"]["image"] == master["containers"][0]["image"]
+
+
+TRAINER = {
+    "image": "registry.example.com/ml/kubetune-trainer-plugins:0.1.0",
+    "dataFormat": {"name": "qa-csv", "options": {"questionColumn": "q"}},
+    "callbacks": [{"name": "mlflow", "options": {"trackingUri": "http://mlflow:5000"}}],
+    "env": [
+        {"name": "MLFLOW_EXPERIMENT_NAME", "value": "support"},
+        {
+            "name": "MLFLOW_TRACKING_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}},
+        },
+    ],
+}
+
+
+def test_spec_trainer_gives_the_image_env_by_reference_and_parts_to_both_backends():
+    configmap, pytorchjob = rendered(trainer=TRAINER)
+    trainjob = rendered_trainjob(trainer=TRAINER)
+    containers = [pod["containers"][0] for pod in pods(pytorchjob)]
+    containers.append(trainjob["spec"]["trainer"])
+    for container in containers:
+        assert container["image"] == TRAINER["image"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "support"
+        assert env["MLFLOW_TRACKING_TOKEN"] == TRAINER["env"][1]  # the reference, no value
+    for body, crd in ((trainjob, trainer_crd("trainjobs")), (pytorchjob, pytorchjob_crd())):
+        if crd:  # the pinned upstream CRDs, where the module cache has them
+            schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]
+            errors = list(OAS30Validator(schema["openAPIV3Schema"]).iter_errors(body))
+            assert not errors, [e.message for e in errors]
+    config = json.loads(configmap["data"]["config.json"])
+    chosen = {k: v for k, v in config["trainer"].items() if v is not None}
+    assert chosen == {k: TRAINER[k] for k in ("dataFormat", "callbacks")}  # no image, no env

@@ -74,13 +74,24 @@ def barrier(runtime: Runtime) -> None:
 def trainable_state(model, optimizer) -> tuple[dict, dict]:
     """Full trainable weights and optimizer state, keyed by parameter name (so a checkpoint
     does not depend on the world size). Collective under FSDP; complete on rank 0."""
-    return get_state_dict(model, optimizer, options=FULL_TRAINABLE)
+    weights, optimizer_state = get_state_dict(model, optimizer, options=FULL_TRAINABLE)
+    return only_trainable(model, weights), optimizer_state
 
 
 def trainable_weights(model) -> dict:
     """Full trainable weights by parameter name, e.g. to keep the best epoch's. Collective
     under FSDP; complete on rank 0."""
-    return get_model_state_dict(model, options=FULL_TRAINABLE)
+    return only_trainable(model, get_model_state_dict(model, options=FULL_TRAINABLE))
+
+
+def only_trainable(model, weights: dict) -> dict:
+    """`weights` less frozen ones that slip through under another name: a model whose
+    embedding is shared (T5's encoder, decoder and head) lists it once per name, and
+    ignore_frozen_params drops only the first."""
+    names = {
+        name.removeprefix("module.") for name, p in model.named_parameters() if p.requires_grad
+    }
+    return {name: tensor for name, tensor in weights.items() if name in names}
 
 
 def load_trainable_state(model, optimizer, weights: dict, optimizer_state: dict) -> None:

@@ -44,7 +44,14 @@ def env(plan: Plan) -> list[dict]:
         {"name": "KUBETUNE_CONFIG", "value": DEFAULT_PATH},
         {"name": "KUBETUNE_SCRATCH", "value": SCRATCH},
         *model_access.env(plan),  # the presigned model URLs' file, where the hub gives those
+        *trainer_env(plan),
     ]
+
+
+def trainer_env(plan: Plan) -> list[dict]:
+    """spec.trainer.env, for the recipe's parts (a Secret's key stays a reference)."""
+    own = plan.job.spec.trainer and plan.job.spec.trainer.env
+    return [variable.model_dump(by_alias=True, exclude_none=True) for variable in own or []]
 
 
 def secret_env_from(plan: Plan) -> list[dict]:

@@ -76,10 +76,10 @@ def plan(
 
 
 def trainer_parts(job: FineTuneJob) -> dict:
-    """spec.trainer less the image: what the trainer's recipe runs with."""
+    """spec.trainer less the image and env: what the trainer's recipe runs with."""
     if job.spec.trainer is None:
         return {}
-    return job.spec.trainer.model_dump(by_alias=True, exclude={"image"}, exclude_none=True)
+    return job.spec.trainer.model_dump(by_alias=True, exclude={"image", "env"}, exclude_none=True)
 
 
 def output_of(job: FineTuneJob, config: OperatorConfig) -> str:
