@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
 from kubetune_trainer.runtime import Runtime
-from tests.support.tiny_models import build_tiny_llama, build_tokenizer
+from tests.support.tiny_models import build_tiny_llama, build_tiny_t5, build_tokenizer
 
 WORDS = "the cat dog sat ran on a mat log red blue big small quickly slowly".split()
 
@@ -91,12 +91,10 @@ def run_trainer(config, root: Path, nproc: int = 1, timeout: float = 300):
 
 def make_t5_job(root: Path, samples: int = 200) -> Path:
     """root/model (tiny T5 + tokenizer) and root/data, as make_job: a seq2seq (Flan-T5) job."""
-    from tests.support.tiny_t5 import build_t5_tokenizer, build_tiny_t5
-
     texts = sentences(samples)
     model_dir = root / "model"
-    tokenizer = build_t5_tokenizer(texts + WORDS, model_dir)
-    build_tiny_t5(model_dir, tokenizer)
+    tokenizer = build_tokenizer(texts + WORDS, model_dir, style="t5")
+    build_tiny_t5(model_dir, len(tokenizer), tokenizer=tokenizer)
     write_instruction_data(root / "data", texts)
     return root
 

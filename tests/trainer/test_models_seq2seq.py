@@ -11,6 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, LlamaConfig, T5Config
 
 from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.local.tiny_models import build_tiny_t5, build_tokenizer
 from kubetune_trainer.formats import FORMATS, Channels
 from kubetune_trainer.formats.samples import IGNORE_INDEX as I
 from kubetune_trainer.formats.samples import Sample
@@ -19,7 +20,6 @@ from kubetune_trainer.models import MODELS
 from kubetune_trainer.models.seq2seq import Seq2SeqRow, target_modules
 from kubetune_trainer.registry import NoOptions
 from tests.support.data_files import write, write_jsonl
-from tests.support.tiny_t5 import build_t5_tokenizer, build_tiny_t5
 
 CPU = torch.device("cpu")
 FAMILY = MODELS.get("seq2seq-lm", "test")
@@ -32,7 +32,8 @@ PAIRS = [(f"Which number is {c}?", f"It is {i}.") for i, c in enumerate(COLORS)]
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-t5")
     texts = [f"{q} {a}" for q, a in PAIRS] * 4 + ["the quick brown fox jumps over the lazy dog"]
-    build_tiny_t5(path, build_t5_tokenizer(texts, path))
+    tokenizer = build_tokenizer(texts, path, style="t5")
+    build_tiny_t5(path, len(tokenizer), tokenizer=tokenizer)
     return path
 
 
@@ -212,6 +213,7 @@ def test_model_problems_are_model_errors(model_dir, tmp_path):
     with pytest.raises(ModelError, match="int8_quantization needs a CUDA GPU"):
         FAMILY.load(model_dir, hp(int8_quantization=True), CPU, None, NoOptions())
     odd = tmp_path / "odd"
-    build_tiny_t5(odd, build_t5_tokenizer(["a b c"], odd), decoder_start_token_id=1)
+    odd_tokenizer = build_tokenizer(["a b c"], odd, style="t5")
+    build_tiny_t5(odd, len(odd_tokenizer), tokenizer=odd_tokenizer, decoder_start_token_id=1)
     with pytest.raises(ModelError, match="decoder_start_token_id 1 is not the pad token 0"):
         FAMILY.load(odd, hp(), CPU, None, NoOptions())

@@ -178,13 +178,8 @@ def build_tiny_t5(path: Path, vocab_size: int, tokenizer=None, **overrides):
     if tokenizer is not None:
         pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
         vocab_size = max(vocab_size, len(tokenizer))
-    config = T5Config(
-        vocab_size=vocab_size,
-        pad_token_id=pad,
-        eos_token_id=eos,
-        decoder_start_token_id=pad,
-        **{**T5, **overrides},
-    )
+    ids = {"pad_token_id": pad, "eos_token_id": eos, "decoder_start_token_id": pad}
+    config = T5Config(vocab_size=vocab_size, **{**ids, **T5, **overrides})
     torch.manual_seed(SEED)
     model = T5ForConditionalGeneration(config)
     model.save_pretrained(path, safe_serialization=True)
