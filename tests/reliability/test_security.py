@@ -37,7 +37,7 @@ from kubetune.render.pod import SECRET_PREFIXES
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.hubs import may_use
 from kubetune.resolve.plan import plan
-from kubetune_trainer.storage import StorageError, open_store
+from kubetune.storage import StorageError, open_store
 from kubetune_trainer.templates import DataError, Template, parse_format
 from tests.chart.render import ALL, DEFAULT, find, objects, one, rendered
 from tests.support.apiserver import ApiError, ApiServer, serve

@@ -28,14 +28,13 @@ import torch
 from botocore.config import Config
 
 from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.storage import NoSpace, StorageError, open_store
 from kubetune_trainer import checkpoint
 from kubetune_trainer.artifacts import export
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
 from kubetune_trainer.model import load_model, load_tokenizer
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.scratch import NoSpace
-from kubetune_trainer.storage import StorageError, open_store
 from kubetune_trainer.train import train
 from tests.reliability.s3_faults import Outage, OutageProxy
 from tests.reliability.trainer_runs import (

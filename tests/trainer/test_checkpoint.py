@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
+from kubetune.storage import open_store
 from kubetune_trainer import checkpoint
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
-from kubetune_trainer.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.training import (
     config_for,

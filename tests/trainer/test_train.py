@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from kubetune.api.v1alpha1.exits import ExitCode
+from kubetune.storage import open_store
 from kubetune_trainer.artifacts import RetriesExhausted, claim_output
-from kubetune_trainer.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.training import config_for, make_job, runtime
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.storage import join_uri, room_for
 from kubetune_trainer import losscurve
-from kubetune_trainer.scratch import room_for, tensor_bytes
-from kubetune_trainer.storage import join_uri
+from kubetune_trainer.scratch import tensor_bytes
 
 log = logging.getLogger(__name__)
 

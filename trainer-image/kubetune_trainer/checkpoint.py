@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from kubetune.storage import join_uri, room_for
 from kubetune_trainer.artifacts import listing
-from kubetune_trainer.scratch import room_for, tensor_bytes
-from kubetune_trainer.storage import join_uri
+from kubetune_trainer.scratch import tensor_bytes
 
 log = logging.getLogger(__name__)
 

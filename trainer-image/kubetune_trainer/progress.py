@@ -7,7 +7,7 @@ small models), and at every epoch end and at the finish.
 import json
 import time
 
-from kubetune_trainer.storage import join_uri
+from kubetune.storage import join_uri
 from kubetune_trainer.trainer_status import StatusPusher
 
 INTERVAL_SECONDS = 5.0

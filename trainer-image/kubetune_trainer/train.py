@@ -22,6 +22,7 @@ from transformers import get_scheduler
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
 from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
+from kubetune.storage import NoSpace, StorageError, join_uri, open_store
 from kubetune_trainer import checkpoint, distributed
 from kubetune_trainer.artifacts import OutputTaken, RetriesExhausted, claim_output, export
 from kubetune_trainer.batches import (
@@ -41,8 +42,6 @@ from kubetune_trainer.preemption import Stopped, stop_signals
 from kubetune_trainer.presigned import PresignedStore
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.scratch import NoSpace
-from kubetune_trainer.storage import StorageError, join_uri, open_store
 from kubetune_trainer.trainer_status import StatusPusher
 
 log = logging.getLogger("kubetune.train")

@@ -16,7 +16,7 @@ from kubetune.config import OperatorConfig
 from kubetune.local import files, launch, summary
 from kubetune.local.files import LocalError
 from kubetune.local.progress import LOG_LINE, Watcher
-from kubetune_trainer.storage import StorageError
+from kubetune.storage import StorageError
 
 STOPPED = re.compile(r"stopped by \w+ at step (\d+)")
 NOTHING_TO_DO = "artifacts of this job are complete already"
@@ -67,7 +67,7 @@ def run(args) -> int:
             config = OperatorConfig.model_validate({"defaultOutput": default})
         plan = files.resolve(manifests, config, labels=dict(args.namespace_label))
         check_local_sources(plan)
-        gpus = launch.gpu_count()
+        gpus, trainer = launch.gpu_count(), launch.trainer_module()
     except LocalError as err:
         return fail(*err.lines)
 
@@ -86,7 +86,7 @@ def run(args) -> int:
         watcher = Watcher(plan.output_uri, log_path, plan.hyperparameters.epoch, args.verbose)
     except StorageError as err:
         return fail(str(err))
-    command = launch.trainer_command(config_path, gpus)
+    command = launch.trainer_command(trainer, config_path, gpus)
     try:
         outcome = launch.run(command, workdir, log_path, watcher.tick, torchrun=gpus > 1)
     finally:

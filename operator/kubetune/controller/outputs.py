@@ -5,7 +5,7 @@ import functools
 import json
 import logging
 
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune.storage import StorageError, join_uri, open_store
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune.storage import StorageError, join_uri, open_store
 
 # The trainer's log format: `2026-01-01 12:00:00,000 INFO [rank 0] message`.
 LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) \[rank (?P<rank>\d+)\] (?P<message>.*)$")

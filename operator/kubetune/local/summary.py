@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from kubetune.local.files import LocalError
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune.storage import StorageError, join_uri, open_store
 
 
 class NotFinished(LocalError):
