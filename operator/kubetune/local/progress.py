@@ -8,8 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from kubetune.storage import StorageError, join_uri, open_store
 
 # The trainer's log format: `2026-01-01 12:00:00,000 INFO [rank 0] message`.
@@ -27,7 +25,7 @@ class Watcher:
         self.epochs, self.verbose = epochs, verbose
         self.stream = sys.stderr
         self.redraw = redraws(self.stream)
-        self.bar: tqdm | None = None
+        self.bar = None  # a tqdm bar, once there is progress to draw in a terminal
         self.last = self.read_progress() or {}  # a stopped run's: old news until rewritten
         self.printed_decile = -1
 
@@ -87,6 +85,8 @@ class Watcher:
                 )
             return
         if self.bar is None:
+            from tqdm import tqdm  # here: `kubetune operator` imports this module, without tqdm
+
             self.bar = tqdm(total=total, file=self.stream, bar_format=BAR, dynamic_ncols=True)
         self.bar.total, self.bar.n = total, step
         self.bar.set_description_str(f"epoch {epoch}/{self.epochs} ", refresh=False)
