@@ -20,7 +20,7 @@ def job(tmp_path):
 
 def test_instruction_tuning_learns_and_exports_complete_artifacts(job):
     metrics = train(config_for(job), runtime(job))
-    losses = [e["eval_loss"] for e in metrics["epochs"]]
+    losses = [e.eval_loss for e in metrics.epochs]
     assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0] * 0.9, losses
     out = job / "out"
     manifest = json.loads((out / "MANIFEST.json").read_text())
@@ -35,8 +35,12 @@ def test_instruction_tuning_learns_and_exports_complete_artifacts(job):
     assert all((out / f["path"]).stat().st_size == f["size"] for f in manifest["files"])
     assert manifest["job"]["uid"] == "uid-1"
     progress = json.loads((out / "progress.json").read_text())
-    assert progress["done"] and progress["step"] == progress["total_steps"] > 0
+    assert progress["state"] == "succeeded" and progress["done"]  # the file, as any reader sees it
+    assert progress["step"] == progress["total_steps"] > 0
     assert progress["tokens_per_second"] > 0
+    assert progress["epochs"] == 3 and progress["world_size"] == 1
+    assert (progress["samples"], progress["validation_samples"]) == (320, 80)  # ratio 0.2
+    assert progress["message"] is None and progress["stop_signal"] is None
 
 
 def test_rerun_of_a_finished_job_does_nothing_and_another_job_is_refused(job):

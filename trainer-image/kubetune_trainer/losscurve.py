@@ -7,6 +7,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from kubetune.api.v1alpha1.outputs import LOSS_CURVE_CSV, LOSS_CURVE_PNG
+
 WIDTH, HEIGHT = 640, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, 28, 36, 40  # plot margins, in pixels
 WHITE, GREY, BLACK = (255, 255, 255), (220, 220, 220), (40, 40, 40)
@@ -31,14 +33,14 @@ def write(folder: Path, step_losses: list[list], epochs: list[dict]) -> None:
     for epoch, step, _ in step_losses:
         last_step[epoch] = max(step, last_step.get(epoch, 0))
     eval_at = {last_step[e["epoch"]]: e["eval_loss"] for e in epochs if e["epoch"] in last_step}
-    with open(folder / "loss_curve.csv", "w", newline="") as f:
+    with open(folder / LOSS_CURVE_CSV, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["step", "epoch", "train_loss", "eval_loss"])
         for epoch, step, loss in step_losses:
             out.writerow([step, epoch, f"{loss:.6g}", _fmt(eval_at.get(step))])
     train = [(step, loss) for _, step, loss in step_losses if math.isfinite(loss)]
     evals = [(step, loss) for step, loss in eval_at.items() if math.isfinite(loss)]
-    (folder / "loss_curve.png").write_bytes(png(plot(thin(train, WIDTH - LEFT - RIGHT), evals)))
+    (folder / LOSS_CURVE_PNG).write_bytes(png(plot(thin(train, WIDTH - LEFT - RIGHT), evals)))
 
 
 def thin(points: list[tuple], most: int) -> list[tuple]:

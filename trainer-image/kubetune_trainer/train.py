@@ -7,7 +7,6 @@ last. One process, or one per accelerator under torchrun (RANK, WORLD_SIZE... as
 """
 
 import argparse
-import json
 import logging
 import math
 import shutil
@@ -19,8 +18,9 @@ import torch
 from pydantic import ValidationError
 from transformers import get_scheduler
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune.api.v1alpha1.exits import ExitCode
+from kubetune.api.v1alpha1.outputs import METRICS
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
 from kubetune.storage import NoSpace, StorageError, join_uri, open_store
 from kubetune_trainer import checkpoint, distributed
@@ -40,7 +40,7 @@ from kubetune_trainer.outages import Patient
 from kubetune_trainer.packing import Row, one_per_row, pack
 from kubetune_trainer.preemption import Stopped, stop_signals
 from kubetune_trainer.presigned import PresignedStore
-from kubetune_trainer.progress import ProgressReporter
+from kubetune_trainer.progress import ProgressReporter, record_outcome, starting
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.trainer_status import StatusPusher
 
@@ -66,17 +66,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
-    """Train, and say how it ended by the exit-code contract (kubetune.api.v1alpha1.exits)."""
+    """Train, and say how it ended by the exit-code contract (kubetune.api.v1alpha1.exits) and,
+    when it will not be retried as it is, in progress.json (record_outcome)."""
+    config = None
     try:
-        train(read_config(args.config), runtime)
+        config = read_config(args.config)
+        train(config, runtime)
     except Stopped as stopped:
         log.warning("%s", stopped)
+        record_outcome(config, runtime, "stopped", str(stopped), stopped.signum, stopped.step)
         return stopped.exit_code, str(stopped)
     except StorageError as err:
         log.error("%s", err)
-        return (ExitCode.INFRASTRUCTURE if err.transient else ExitCode.USER_ERROR), str(err)
+        if err.transient:
+            return ExitCode.INFRASTRUCTURE, str(err)
+        record_outcome(config, runtime, "failed", str(err))
+        return ExitCode.USER_ERROR, str(err)
     except (ConfigError, DataError, ModelError, NoSpace, OutputTaken, RetriesExhausted) as err:
         log.error("%s", err)  # the user's to fix: one line, no traceback
+        record_outcome(config, runtime, "failed", str(err))
         code = ExitCode.RETRIES_EXHAUSTED if isinstance(err, RetriesExhausted) else None
         return code or ExitCode.USER_ERROR, str(err)
     except (torch.distributed.DistError, ConnectionError, TimeoutError) as err:
@@ -84,7 +92,9 @@ def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
         return ExitCode.INFRASTRUCTURE, f"{type(err).__name__}: {one_line(err)}"
     except Exception as err:
         log.exception("unexpected error in the trainer")
-        return ExitCode.TRAINER_ERROR, f"unexpected {type(err).__name__}: {one_line(err)}"
+        message = f"unexpected {type(err).__name__}: {one_line(err)}"
+        record_outcome(config, runtime, "failed", message)
+        return ExitCode.TRAINER_ERROR, message
     return ExitCode.SUCCEEDED, ""
 
 
@@ -110,14 +120,18 @@ def read_config(path: str) -> TrainerConfig:
         raise ConfigError(f"{path}: not a valid TrainerConfig: {problems}") from None
 
 
-def train(config: TrainerConfig, runtime: Runtime) -> dict:
+def train(config: TrainerConfig, runtime: Runtime) -> TrainingMetrics:
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
     output = Patient(open_store(config.output.uri, runtime.credentials["output"]))
     if claim_output(output, config, count_start=runtime.is_main):
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         if runtime.is_main:  # a run killed between MANIFEST.json and this cleanup left them
             checkpoint.delete_all(output, config.output.uri)
-        return json.loads(output.read_bytes(join_uri(config.output.uri, "metrics.json")))
+        return TrainingMetrics.model_validate_json(
+            output.read_bytes(join_uri(config.output.uri, METRICS))
+        )
+    if runtime.is_main:
+        starting(output, config.output.uri)
 
     scratch = runtime.scratch / config.job.uid
     data_credentials = runtime.credentials["data"]
@@ -173,6 +187,11 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
             state.step,
             enabled=runtime.is_main,
             pusher=StatusPusher(endpoint) if endpoint else None,
+            epochs=hp.epoch,
+            rows=len(rows),
+            samples=len(splits.train),
+            validation_samples=len(val_rows),
+            world_size=runtime.world_size,
         )
         saver = Saver(output, config, model, optimizer, scheduler, scratch, runtime)
 
@@ -231,21 +250,21 @@ def train(config: TrainerConfig, runtime: Runtime) -> dict:
             state.epoch, state.epoch_step, state.epoch_losses = epoch + 1, 0, []
             saver.save(state)
 
-        metrics = {
-            "best_epoch": state.best["epoch"],
-            "train_loss": state.best["train_loss"],
-            "eval_loss": state.best["eval_loss"],
-            "eval_perplexity": state.best["eval_perplexity"],
+        metrics = TrainingMetrics(
+            best_epoch=state.best["epoch"],
+            train_loss=state.best["train_loss"],
+            eval_loss=state.best["eval_loss"],
+            eval_perplexity=state.best["eval_perplexity"],
             # Non-padding tokens of all ranks per second spent in training steps, since the
             # last (re)start: eval and checkpoints excluded.
-            "tokens_per_second": progress.tokens_per_second(),
-            "train_tokens": progress.tokens,
-            "train_seconds": progress.train_seconds,
-            "padding_fraction": progress.padding_fraction(),
-            "steps": state.step,
-            "world_size": runtime.world_size,
-            "epochs": state.history,
-        }
+            tokens_per_second=progress.tokens_per_second(),
+            train_tokens=progress.tokens,
+            train_seconds=progress.train_seconds,
+            padding_fraction=progress.padding_fraction(),
+            steps=state.step,
+            world_size=runtime.world_size,
+            epochs=state.history,
+        )
         if runtime.is_main:
             final = export_model(model, hp, model_dir, runtime)
             final.load_state_dict(state.best_weights, strict=False)
