@@ -109,6 +109,9 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_the_rerun_starts_the
     stopped = re.search(r"stopped by SIGTERM at step (\d+); the checkpoint resumes from there", log)
     assert stopped, log[-3000:]
     assert "Traceback" not in log
+    report = json.loads((out / "progress.json").read_text())  # how it ended, for every reader
+    assert (report["state"], report["stop_signal"]) == ("stopped", "SIGTERM")
+    assert report["step"] == int(stopped[1]) and report["message"].startswith("stopped by SIGTERM")
 
     resumed = RESUMED.search(finish(config, job))
     assert resumed and resumed[2] == stopped[1]  # nothing lost

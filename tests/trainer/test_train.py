@@ -63,6 +63,8 @@ def test_rerun_of_a_finished_job_does_nothing_and_another_job_is_refused(job):
         result.stderr
     )
     assert "Traceback" not in result.stderr
+    # Its failure is not recorded in the other job's progress.json.
+    assert json.loads((job / "out" / "progress.json").read_text())["state"] == "succeeded"
 
 
 def test_starts_beyond_max_attempts_fail_permanently(job):

@@ -264,8 +264,8 @@ def test_packing_uses_fewer_steps_and_less_padding_than_one_sample_per_row(bucke
     assert_learned_and_complete(padded, buckets, "padded", epochs=4)
     assert total_steps(buckets, "packed") < total_steps(buckets, "padded")
     # The same tokens are trained on, in fewer rows with less padding (padding / batch tokens).
-    assert packed["train_tokens"] == padded["train_tokens"] > 0
-    assert packed["padding_fraction"] < padded["padding_fraction"]
+    assert packed.train_tokens == padded.train_tokens > 0
+    assert packed.padding_fraction < padded.padding_fraction
 
 
 # --- data problems ------------------------------------------------------------------------

@@ -13,8 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from kubetune.api.v1alpha1 import (
     ArtifactManifest,
     Hyperparameters,
@@ -22,7 +20,15 @@ from kubetune.api.v1alpha1 import (
     TrainerConfig,
     TrainingMetrics,
 )
-from kubetune.api.v1alpha1.outputs import ADAPTER, CONFIG, MANIFEST, MERGED, METRICS, OWNER
+from kubetune.api.v1alpha1.outputs import (
+    ADAPTER,
+    CONFIG,
+    MANIFEST,
+    MERGED,
+    METRICS,
+    OWNER,
+    InvalidOutput,
+)
 from kubetune.storage import join_uri, room_for
 from kubetune_trainer import losscurve
 from kubetune_trainer.scratch import tensor_bytes
@@ -66,11 +72,10 @@ def claim_output(store, config: TrainerConfig, count_start: bool) -> bool:
 
 def read_owner(store, uri: str) -> OwnerRecord:
     try:
-        return OwnerRecord.model_validate_json(store.read_bytes(uri))
-    except ValidationError:
+        return OwnerRecord.read(store.read_bytes(uri), uri)
+    except InvalidOutput as err:
         raise OutputTaken(
-            f"{uri}: not a kubetune job record, so the prefix may hold anything; choose another "
-            "output URI"
+            f"{err}: so the prefix may hold anything; choose another output URI"
         ) from None
 
 

@@ -11,10 +11,8 @@ import logging
 import signal
 import time
 
-from pydantic import ValidationError
-
 from kubetune.api.v1alpha1 import OwnerRecord, ProgressReport, TrainerConfig
-from kubetune.api.v1alpha1.outputs import OWNER, PROGRESS, State
+from kubetune.api.v1alpha1.outputs import OWNER, PROGRESS, InvalidOutput, State
 from kubetune.storage import StorageError, join_uri, open_store
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.trainer_status import StatusPusher
@@ -129,7 +127,7 @@ def record_outcome(
         owner_uri = join_uri(config.output.uri, OWNER)
         if not store.exists(owner_uri):
             return
-        if OwnerRecord.model_validate_json(store.read_bytes(owner_uri)).uid != config.job.uid:
+        if OwnerRecord.read(store.read_bytes(owner_uri), owner_uri).uid != config.job.uid:
             return
         uri = join_uri(config.output.uri, PROGRESS)
         ended = {"state": state, "message": message}
@@ -138,8 +136,8 @@ def record_outcome(
         if step is not None:
             ended["step"] = step
         put(store, uri, (_read(store, uri) or ProgressReport()).model_copy(update=ended))
-    except (StorageError, ValidationError) as err:
-        log.warning("progress.json: the outcome (%s) not recorded: %s", state, one_line(err))
+    except (StorageError, InvalidOutput) as err:
+        log.warning("the outcome (%s) not recorded in %s: %s", state, PROGRESS, err)
 
 
 def put(store, uri: str, report: ProgressReport) -> None:
@@ -151,10 +149,6 @@ def _read(store, uri: str) -> ProgressReport | None:
     if not store.exists(uri):
         return None
     try:
-        return ProgressReport.model_validate_json(store.read_bytes(uri))
-    except ValidationError:
+        return ProgressReport.read(store.read_bytes(uri), uri)
+    except InvalidOutput:
         return None  # a damaged file: this start writes a new one
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:1000]

@@ -68,8 +68,8 @@ class OutputFile(BaseModel):
             raise InvalidOutput(f"{where}: not a valid {cls.__name__}: {problems}") from None
 
 
-class JobRecord(JobIdentity):
-    """The job a file belongs to: TrainerConfig's job, read as leniently as the files."""
+class JobRecord(JobIdentity, OutputFile):
+    """The job a file belongs to: TrainerConfig's job (its fields), read as the files are."""
 
     model_config = ConfigDict(extra="ignore", strict=False)
 
