@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from kubetune.api.v1alpha1 import ProgressReport
+from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune.cli.render_cmd import add_resolution_arguments, fail
 from kubetune.config import OperatorConfig
 from kubetune.local import files, launch, summary
@@ -128,12 +129,14 @@ def check_local_sources(plan) -> None:
 
 
 def trainer_failed(code: int, report: ProgressReport | None, log_path: Path) -> int:
-    """The trainer's one line on what to fix, from progress.json; else the log's end (it failed
-    before it could write there: before its output was claimed, or killed)."""
-    if report is not None and report.state == "failed" and report.message:
-        return fail(report.message)
+    """A problem to fix (exit 2 or 3): the trainer's one line on it, from progress.json. Else, or
+    when it could not write there (its output unreachable, or killed), the log's end."""
+    said = report.message if report is not None and report.state == "failed" else None
+    if said and code in (ExitCode.USER_ERROR, ExitCode.RETRIES_EXHAUSTED):
+        return fail(said)
     log = log_path.read_text(errors="replace")
     print("\n".join(log.rstrip().splitlines()[-20:]), file=sys.stderr)
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit {code})"
+    how += f": {said}" if said else ""
     fail(f"the trainer {how}; its last lines are above, the whole log is in {log_path}")
-    return 1
+    return 2 if code == ExitCode.USER_ERROR else 1
