@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@start=$$(date +%s); \
 	$(PYTHON) -m venv $(VENV) && \
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip==$(PIP_VERSION) && \
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[trainer,mlflow,test]' && \
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[operator,trainer,mlflow,test]' && \
 	echo "make install: .venv ready in $$(( $$(date +%s) - start )) s"
 	@touch $@
 
@@ -59,7 +59,7 @@ crds: install
 lock:
 	rm -rf /tmp/kubetune-lock && $(PYTHON) -m venv /tmp/kubetune-lock
 	/tmp/kubetune-lock/bin/pip install -q --upgrade pip==$(PIP_VERSION)
-	/tmp/kubetune-lock/bin/pip install -q -e '.[trainer,mlflow,test]'
+	/tmp/kubetune-lock/bin/pip install -q -e '.[operator,trainer,mlflow,test]'
 	( head -2 constraints.txt; /tmp/kubetune-lock/bin/pip freeze --exclude-editable \
 	  | sed 's/+cpu$$//' ) > constraints.txt.new && mv constraints.txt.new constraints.txt
 

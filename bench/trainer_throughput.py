@@ -220,11 +220,11 @@ def run_ours(root: Path, hp: Hyperparameters, splits: Splits) -> Result:
     return Result(
         side="kubetune",
         samples=len(splits.train) * hp.epoch,  # report() checks the real tokens agree
-        steps=metrics["steps"],
-        tokens=metrics["train_tokens"],
-        padding_fraction=metrics["padding_fraction"],
-        seconds=metrics["train_seconds"],
-        eval_loss=metrics["epochs"][-1]["eval_loss"],
+        steps=metrics.steps,
+        tokens=metrics.train_tokens,
+        padding_fraction=metrics.padding_fraction,
+        seconds=metrics.train_seconds,
+        eval_loss=metrics.epochs[-1].eval_loss,
     )
 
 

@@ -14,7 +14,16 @@ import pytest
 import yaml
 
 from kubetune.api.manifests import problems, read_documents
-from kubetune.api.v1alpha1 import TrainerConfig
+from kubetune.api.v1alpha1 import (
+    ArtifactManifest,
+    EpochMetrics,
+    ManifestFile,
+    OwnerRecord,
+    ProgressReport,
+    TrainerConfig,
+    TrainingMetrics,
+)
+from kubetune.api.v1alpha1 import outputs as output_layout
 from kubetune.api.v1alpha1.model_urls import PresignedModel
 from kubetune.cli.main import parser
 from kubetune.config import OperatorConfig
@@ -69,6 +78,25 @@ def test_trainer_config_examples_load_with_the_strict_types():
     for example in examples:
         types[json.loads(example)["kind"]].model_validate_json(example)
     assert sorted(json.loads(e)["kind"] for e in examples) == sorted(types)
+
+
+def test_every_output_file_and_field_is_documented():
+    """docs/trainer-config.md's outputs section names each file of the layout, each type and
+    every field (`in backticks`); its progress.json table has exactly ProgressReport's."""
+    text = section((REPO / "docs" / "trainer-config.md").read_text(), "Outputs a trainer writes")
+    named = set(re.findall(r"`([^`]+)`", text))
+    kinds = (ProgressReport, TrainingMetrics, EpochMetrics, ArtifactManifest, ManifestFile)
+    kinds += (OwnerRecord,)
+    fields = {f for kind in kinds for f in [*kind.model_fields, *kind.model_computed_fields]}
+    files = {v for k, v in vars(output_layout).items() if k.isupper() and isinstance(v, str)}
+    files = {f if "." in f else f"{f}/" for f in files}
+    documented = {"ProgressReport", "TrainingMetrics", "ArtifactManifest", "OwnerRecord"}
+    missing = (fields | files | documented) - named
+    assert not missing, f"not in docs/trainer-config.md's outputs: {sorted(missing)}"
+    first = table(text, "| field | type | what |")  # progress.json's
+    rows = {name for row in first for name in re.findall(r"`([^`]+)`", row[0])}
+    progress = {*ProgressReport.model_fields, *ProgressReport.model_computed_fields}
+    assert rows == progress, f"progress.json's table vs ProgressReport: {rows ^ progress}"
 
 
 @EACH_DOC

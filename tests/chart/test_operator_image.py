@@ -41,12 +41,18 @@ def test_entrypoint_is_kubetune_operator_in_exec_form():
     assert json.loads(entrypoint) == ["kubetune", "operator"]  # the chart passes the flags
 
 
-def test_installs_the_project_without_the_trainer_extra_at_the_pins():
+def test_installs_the_operator_extra_without_the_trainer_at_the_pins():
     (install,) = [r for r in values("RUN") if "pip install" in r]
-    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", install), install
-    assert "[trainer]" not in install
-    assert "find_spec('torch') is not None" in install  # the build fails if torch got in
+    assert re.search(r'pip install -c constraints\.txt "\.\[operator\]"(\s|$)', install), install
+    assert "trainer]" not in install
+    # The build fails if torch or the trainer package got in.
+    assert "for m in ('torch', 'kubetune_trainer')" in install
     assert "kubetune operator --help" in install
+
+
+def test_copies_the_kubetune_package_and_not_the_trainer():
+    assert "operator/kubetune" in copied()
+    assert not [source for source in copied() if source.startswith("trainer-image")]
 
 
 def test_base_image_python_satisfies_requires_python():
@@ -76,7 +82,8 @@ def test_build_context_is_exactly_what_the_image_copies():
 
 def test_the_copied_files_build_a_wheel_with_the_operator(tmp_path):
     """The same install as the image's, from only the copied files (no network: setuptools is
-    in the venv): the wheel has the operator and the storage module it imports, no torch."""
+    in the venv; no trainer-image/ folder at all): the wheel has the operator and the storage
+    package it imports, no trainer, and torch and kopf only with their extras."""
     context = tmp_path / "context"
     for source in copied():
         target = context / source
@@ -92,10 +99,20 @@ def test_the_copied_files_build_a_wheel_with_the_operator(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert {"kubetune/cli/operator_cmd.py", "kubetune_trainer/storage.py"} <= names
+    assert not (context / "trainer-image").exists()
+    assert {"kubetune/cli/operator_cmd.py", "kubetune/storage/__init__.py"} <= names
+    assert not [name for name in names if name.startswith("kubetune_trainer/")]
     required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    torch = [line for line in required if re.match(r"Requires-Dist: torch\b", line)]
-    assert torch and all("extra ==" in line for line in torch)  # only with [trainer]
+
+    def extras_of(package: str) -> set[str]:
+        lines = [line for line in required if re.match(rf"Requires-Dist: {package}[ <>=!;]", line)]
+        assert lines, package
+        return {(re.findall(r'extra == "(\w+)"', line) or [""])[0] for line in lines}
+
+    assert extras_of("torch") == {"trainer"}
+    assert extras_of("kopf") == extras_of("kubernetes") == {"operator"}
+    assert extras_of("prometheus-client") == {"operator"}
+    assert extras_of("boto3") == extras_of("pydantic") == {""}  # both sides: always
 
 
 BLOCK_TORCH = """
@@ -103,7 +120,8 @@ import importlib.abc, sys
 
 class NoTrainingStack(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "transformers", "peft", "accelerate"}:
+        if name.split(".")[0] in {"torch", "transformers", "peft", "accelerate", "tqdm",
+                                  "kubetune_trainer"}:
             raise ImportError(f"{name} is not in the operator image")
 
 sys.meta_path.insert(0, NoTrainingStack())

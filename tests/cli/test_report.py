@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.storage import open_store
+from kubetune.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.s3 import make_bucket, s3_endpoint_fixture, s3_server_fixture  # noqa: F401
 from tests.support.training import config_for, make_job, runtime

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.training import make_job
+from tests.support.training import made_a_step, make_job
 
 REPO = Path(__file__).resolve().parents[2]
 # Tiny and quick, yet 80 optimizer steps: a Ctrl-C after the first one lands mid-training.
@@ -102,25 +102,32 @@ def runs(root):
         start_new_session=True,  # its own process group, as a terminal gives a command
     )  # fmt: skip
     deadline = time.monotonic() + 180
-    while not (root / "out" / "progress.json").exists():
+    while not made_a_step(root / "out"):
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C does
     stdout, stderr = first.communicate(timeout=180)
     stopped = subprocess.CompletedProcess(args, first.returncode, stdout, stderr)
     trainer_log = (root / "scratch" / "team-a" / "tiny" / "trainer.log").read_text()
-    return stopped, trainer_log, kubetune(args)
+    report = json.loads((root / "out" / "progress.json").read_text())
+    return stopped, trainer_log, report, kubetune(args)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(root, runs):
-    stopped, stopped_log, resumed = runs
+    stopped, stopped_log, report, resumed = runs
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     said = re.search(
         r"kubetune: stopped at step (\d+); run the same command again to resume", stopped.stderr
     )
     assert said, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr + stopped_log
+    # What the command said is what the trainer recorded (progress.json), and what it logged.
+    assert (report["state"], report["stop_signal"], report["step"]) == (
+        "stopped", "SIGINT", int(said[1])
+    )  # fmt: skip
     assert f"stopped by SIGINT at step {said[1]}" in stopped_log
+    assert "training: 80 rows (80 samples) on 1 rank(s) x 2 epochs = 80 steps; 20 validation " \
+        "samples" in stopped.stderr  # fmt: skip
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (
@@ -131,7 +138,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(root, runs):
 
 
 def test_a_finished_run_prints_a_summary_and_leaves_complete_artifacts(root, runs):
-    _, _, resumed = runs
+    *_, resumed = runs
     out = root / "out"
     metrics = json.loads((out / "metrics.json").read_text())
     assert resumed.stdout.splitlines() == [
@@ -171,6 +178,18 @@ def test_a_data_problem_the_trainer_finds_is_one_line(root):
     )
     assert result.stderr.count("kubetune: error:") == 1
     assert "Traceback" not in result.stderr
+    report = json.loads((root / "out-bad" / "progress.json").read_text())
+    assert report["state"] == "failed"
+    assert report["message"] == result.stderr.splitlines()[-1].removeprefix("kubetune: error: ")
+
+
+def test_a_rerun_of_a_finished_job_says_so(root, runs):
+    result = kubetune(command(root, root / "job.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"kubetune: file://{root}/out holds this job's finished artifacts already" in (
+        result.stderr
+    )
+    assert result.stdout.startswith("done: best epoch ")
 
 
 @pytest.mark.parametrize(

@@ -99,13 +99,14 @@ def test_a_pod_reports_progress_into_the_trainjob_status(plane, tmp_path):
 # The bundled trainer's own reporter (kubetune_trainer/trainer_status.py), from the env as the
 # Trainer and the local kubelet gave it: what rank 0 sends while it trains.
 OURS = textwrap.dedent("""
+    from kubetune.api.v1alpha1 import ProgressReport
     from kubetune_trainer.runtime import Runtime
     from kubetune_trainer.trainer_status import StatusPusher
     pusher = StatusPusher(Runtime.from_env().trainer_status)
-    pusher.push({"step": 30, "total_steps": 100, "percent": 30, "eta_seconds": 70.4,
-                 "train_loss": 1.5, "eval_loss": None, "tokens_per_second": 812.5})
-    pusher.push({"step": 40, "total_steps": 100, "percent": 40, "eta_seconds": 60.2,
-                 "train_loss": 1.25, "eval_loss": 1.75, "tokens_per_second": 800.0})
+    pusher.push(ProgressReport(step=30, total_steps=100, percent=30, eta_seconds=70,
+                               train_loss=1.5, eval_loss=None, tokens_per_second=812.5))
+    pusher.push(ProgressReport(step=40, total_steps=100, percent=40, eta_seconds=60,
+                               train_loss=1.25, eval_loss=1.75, tokens_per_second=800.0))
     pusher.close()
     print("pushed", flush=True)
 """)

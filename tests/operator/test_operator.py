@@ -186,11 +186,18 @@ async def test_training_state_progress_and_artifacts_reach_the_status(cluster, m
         assert FINALIZER in ftj["metadata"]["finalizers"]  # the progress timer runs for it
         assert ftj["status"]["metrics"]["trainLoss"] == 2.5
 
+        epoch = {"epoch": 1, "train_loss": 1.0, "eval_loss": 1.2, "eval_perplexity": 3.3}
         final = {
-            "train_loss": 1.0,
-            "eval_loss": 1.2,
-            "eval_perplexity": 3.3,
+            **epoch,
+            "best_epoch": 1,
             "tokens_per_second": 1100.0,
+            "train_tokens": 22_000,
+            "train_seconds": 20.0,
+            "padding_fraction": 0.0,
+            "steps": 20,
+            "world_size": 1,
+            "epochs": [epoch],
+            "a_newer_trainers_figure": 7,  # ignored: an older operator reads newer outputs
         }
         s3.put_object(Bucket=out, Key="bot/metrics.json", Body=json.dumps(final).encode())
         s3.put_object(Bucket=out, Key="bot/MANIFEST.json", Body=b"{}")

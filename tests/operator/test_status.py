@@ -2,6 +2,7 @@
 
 import pytest
 
+from kubetune.api.v1alpha1 import ProgressReport, TrainingMetrics
 from kubetune.resolve.errors import ResolveError
 from kubetune.status.finetunejob import Observed, build_status
 from tests.operator.test_resolve import job, resolve
@@ -72,16 +73,16 @@ def test_permanent_problem_fails_and_temporary_one_waits():
 
 
 def test_progress_metrics_and_artifacts():
-    progress = {
-        "epoch": 2,
-        "step": 50,
-        "total_steps": 100,
-        "percent": 50,
-        "eta_seconds": 60,
-        "train_loss": 1.5,
-        "eval_loss": 1.7,
-        "tokens_per_second": 900.0,
-    }
+    progress = ProgressReport(
+        epoch=2,
+        step=50,
+        total_steps=100,
+        percent=50,
+        eta_seconds=60,
+        train_loss=1.5,
+        eval_loss=1.7,
+        tokens_per_second=900.0,
+    )
     running = build_status(
         observe(training_job=pytorchjob("Running", start=T0), progress=progress), None
     )
@@ -95,12 +96,20 @@ def test_progress_metrics_and_artifacts():
     assert running["metrics"] == {"trainLoss": 1.5, "evalLoss": 1.7, "tokensPerSecond": 900.0}
     assert "artifacts" not in running and running["startTime"] == T0
 
-    final = {
-        "train_loss": 1.2,
-        "eval_loss": 1.4,
-        "eval_perplexity": 4.05,
-        "tokens_per_second": 950.0,
-    }
+    epoch = {"epoch": 1, "train_loss": 1.2, "eval_loss": 1.4, "eval_perplexity": 4.05}
+    final = TrainingMetrics(
+        best_epoch=1,
+        train_loss=1.2,
+        eval_loss=1.4,
+        eval_perplexity=4.05,
+        tokens_per_second=950.0,
+        train_tokens=95_000,
+        train_seconds=100.0,
+        padding_fraction=0.1,
+        steps=100,
+        world_size=1,
+        epochs=[epoch],
+    )
     done = build_status(
         observe(
             training_job=pytorchjob("Running", "Succeeded", start=T0, end=T1),

@@ -37,9 +37,9 @@ from kubetune.render.pod import SECRET_PREFIXES
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.resolve.hubs import may_use
 from kubetune.resolve.plan import plan
+from kubetune.storage import StorageError, open_store
 from kubetune_trainer.formats.samples import DataError
 from kubetune_trainer.formats.templates import Template, parse_format
-from kubetune_trainer.storage import StorageError, open_store
 from tests.chart.render import ALL, DEFAULT, find, objects, one, rendered
 from tests.support.apiserver import ApiError, ApiServer, serve
 from tests.support.operator import operator_in_loop
@@ -329,7 +329,10 @@ async def test_canary_credentials_stay_in_their_secrets(
         await set_training_state(apiserver, "bot", "Running")
         running = lambda o: (o.get("status") or {}).get("progress")  # noqa: E731
         await apiserver.wait_for("ftj", TEAM, "bot", running, 10)
-        final = {"train_loss": 1.0, "eval_loss": 1.1, "eval_perplexity": 3.0}
+        epoch = {"epoch": 1, "train_loss": 1.0, "eval_loss": 1.1, "eval_perplexity": 3.0}
+        final = {**epoch, "best_epoch": 1, "tokens_per_second": 10.0, "train_tokens": 100,
+                 "train_seconds": 10.0, "padding_fraction": 0.0, "steps": 10, "world_size": 1,
+                 "epochs": [epoch]}  # fmt: skip
         s3.put_object(Bucket="sec-out", Key="bot/metrics.json", Body=json.dumps(final))
         s3.put_object(Bucket="sec-out", Key="bot/MANIFEST.json", Body=b"{}")
         await set_training_state(apiserver, "bot", "Succeeded")

@@ -27,7 +27,8 @@ import pytest
 import torch
 from botocore.config import Config
 
-from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.v1alpha1 import Hyperparameters, TrainingMetrics
+from kubetune.storage import NoSpace, StorageError, open_store
 from kubetune_trainer import checkpoint
 from kubetune_trainer.artifacts import export
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
@@ -36,8 +37,6 @@ from kubetune_trainer.models import MODELS
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.recipe import model_bytes
 from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.scratch import NoSpace
-from kubetune_trainer.storage import StorageError, open_store
 from kubetune_trainer.train import train
 from tests.reliability.s3_faults import Outage, OutageProxy
 from tests.reliability.trainer_runs import (
@@ -88,7 +87,7 @@ def job(s3: str, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(job) -> dict:
+def reference(job) -> TrainingMetrics:
     """Metrics of the same job run once, uninterrupted (in this process: no startup to pay)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -111,8 +110,8 @@ def assert_complete(job, output: str) -> None:
     assert checkpoint_steps(job, output) == ([], [], [])
 
 
-def assert_matches(job, output: str, reference: dict, figures, name: str) -> None:
-    expected = [e["eval_loss"] for e in reference["epochs"]]
+def assert_matches(job, output: str, reference: TrainingMetrics, figures, name: str) -> None:
+    expected = [e.eval_loss for e in reference.epochs]
     got = eval_losses(job, output)
     figures.record(
         f"{name}: eval loss max difference",
@@ -162,7 +161,7 @@ def test_kill_9_at_random_points_loses_at_most_an_interval_and_ends_as_if_never_
     kills, job, reference, figures
 ):
     name, output, fault_seed = f"kill -9 x{kills}", f"out-kill-{kills}", seed()
-    total, interval = reference["steps"], RUN["checkpoint_interval_steps"]
+    total, interval = reference.steps, RUN["checkpoint_interval_steps"]
     points = kill_points(random.Random(fault_seed), kills, total)
     print(f"{name}: kill points (step, then seconds): {[(s, round(p, 3)) for s, p in points]}")
     figures.record(f"{name}: seed", fault_seed)

@@ -13,9 +13,9 @@ from pathlib import Path
 import boto3
 
 from kubetune.api.v1alpha1 import TrainerConfig
+from kubetune.storage import open_store
 from kubetune_trainer import checkpoint
 from kubetune_trainer.artifacts import MANIFEST
-from kubetune_trainer.storage import open_store
 from tests.support.training import config_for, make_job, trainer_command, trainer_env
 
 # No dropout: a resumed run must replay the same numbers as an uninterrupted one. 240 samples:

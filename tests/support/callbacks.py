@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.storage import LocalStore, join_uri
 from kubetune_trainer.callbacks import (
     CALLBACKS,
     CheckpointEvent,
@@ -15,7 +16,6 @@ from kubetune_trainer.callbacks import (
     StepEvent,
     walk,
 )
-from kubetune_trainer.storage import LocalStore, join_uri
 
 
 def stand_in_recipe(root: Path, *, rank: int = 0, world_size: int = 1, uid: str = "uid-1"):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1 import Hyperparameters, ProgressReport, TrainerConfig
+from kubetune.api.v1alpha1.outputs import PROGRESS
 from kubetune_trainer.runtime import Runtime
 from tests.support.tiny_models import build_tiny_llama, build_tiny_t5, build_tokenizer
 
@@ -77,6 +78,16 @@ def trainer_env(root: Path, scratch: str = "scratch") -> dict[str, str]:
     """A clean environment: only what a trainer pod would have (plus the AWS_* of the test)."""
     keep = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     return {**keep, "PATH": os.environ.get("PATH", ""), "KUBETUNE_SCRATCH": str(root / scratch)}
+
+
+def made_a_step(out: Path) -> bool:
+    """The trainer writing to the folder `out` has made its first optimizer step, so a stop
+    signal now ends it at a step boundary with a checkpoint (progress.json says so)."""
+    try:
+        report = ProgressReport.model_validate_json((out / PROGRESS).read_text())
+    except (OSError, ValueError):  # not there yet, or caught mid-replace
+        return False
+    return report.state == "training" and report.step >= 1
 
 
 def run_trainer(config, root: Path, nproc: int = 1, timeout: float = 300):

@@ -10,12 +10,13 @@ import time
 import pytest
 import torch
 
+from kubetune.storage import open_store
 from kubetune_trainer import checkpoint
 from kubetune_trainer.checkpoint import Checkpoint, TrainState
-from kubetune_trainer.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.training import (
     config_for,
+    made_a_step,
     make_job,
     runtime,
     trainer_command,
@@ -86,7 +87,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_killed
     assert resumed, log[-3000:]
     assert int(resumed[2]) >= saved  # never earlier than the newest complete checkpoint
     assert (out / "MANIFEST.json").exists()
-    reference = [e["eval_loss"] for e in uninterrupted["epochs"]]
+    reference = [e.eval_loss for e in uninterrupted.epochs]
     assert eval_losses(out) == pytest.approx(reference, rel=1e-4)
     assert not (out / "checkpoints").exists()
 
@@ -99,7 +100,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_the_rerun_starts_the
     out = job / "out-preempted"
     process = start(config, job)
     deadline = time.monotonic() + 120
-    while not (out / "progress.json").exists():  # the first steps are done
+    while not made_a_step(out):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
@@ -108,10 +109,13 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_the_rerun_starts_the
     stopped = re.search(r"stopped by SIGTERM at step (\d+); the checkpoint resumes from there", log)
     assert stopped, log[-3000:]
     assert "Traceback" not in log
+    report = json.loads((out / "progress.json").read_text())  # how it ended, for every reader
+    assert (report["state"], report["stop_signal"]) == ("stopped", "SIGTERM")
+    assert report["step"] == int(stopped[1]) and report["message"].startswith("stopped by SIGTERM")
 
     resumed = RESUMED.search(finish(config, job))
     assert resumed and resumed[2] == stopped[1]  # nothing lost
-    reference = [e["eval_loss"] for e in uninterrupted["epochs"]]
+    reference = [e.eval_loss for e in uninterrupted.epochs]
     assert eval_losses(out) == pytest.approx(reference, rel=1e-4)
 
 

@@ -24,7 +24,7 @@ def job(tmp_path):
 def test_bf16_training_on_one_gpu_learns_and_exports(job):
     assert compute_dtype(torch.device("cuda", 0)) == torch.bfloat16
     metrics = train(config_for(job, **QUICK), runtime(job))
-    losses = [e["eval_loss"] for e in metrics["epochs"]]
+    losses = [e.eval_loss for e in metrics.epochs]
     assert losses[-1] < losses[0]
     assert (job / "out" / "merged" / "model.safetensors").exists()
 
@@ -34,7 +34,7 @@ def test_bf16_training_on_one_gpu_learns_and_exports(job):
 )
 def test_int8_training_on_one_gpu(job):
     metrics = train(config_for(job, int8_quantization=True, **QUICK), runtime(job))
-    assert metrics["epochs"][-1]["eval_loss"] < metrics["epochs"][0]["eval_loss"]
+    assert metrics.epochs[-1].eval_loss < metrics.epochs[0].eval_loss
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")

@@ -82,6 +82,13 @@ def test_base_image_torch_matches_the_pinned_torch():
     assert '".[trainer,mlflow]"' in install and "bitsandbytes==" in install
 
 
+def test_installs_the_trainer_without_the_operators_stack():
+    (install,) = [r for r in values("RUN") if "pip install" in r]
+    assert "operator]" not in install
+    # The build fails if kopf, the kubernetes client or prometheus_client got in anyway.
+    assert "for m in ('kopf', 'kubernetes', 'prometheus_client')" in install
+
+
 # --- entrypoint ---------------------------------------------------------------------------
 
 

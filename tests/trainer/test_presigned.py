@@ -19,8 +19,8 @@ import pytest
 
 from kubetune.api.v1alpha1.model_urls import PresignedModel
 from kubetune.controller.presign import sign_model
+from kubetune.storage import COMPLETE_SUFFIX, StorageError
 from kubetune_trainer.presigned import PART_SUFFIX, PresignedStore
-from kubetune_trainer.storage import COMPLETE_SUFFIX, StorageError
 from tests.support.seaweed import HUB_SECRET, seaweed_fixture  # noqa: F401 (fixture)
 
 FILES = {

@@ -11,6 +11,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM
 
+from kubetune.api.v1alpha1 import TrainingMetrics
 from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune_trainer.train import train
 from tests.support.training import (
@@ -25,8 +26,10 @@ from tests.support.training import (
 )
 
 
-def falling(metrics: dict) -> list[float]:
-    losses = [e["eval_loss"] for e in metrics["epochs"]]
+def falling(metrics) -> list[float]:
+    if isinstance(metrics, dict):
+        metrics = TrainingMetrics.model_validate(metrics)
+    losses = [e.eval_loss for e in metrics.epochs]
     assert losses[-1] < losses[0] * 0.9, losses
     return losses
 
@@ -86,10 +89,10 @@ def test_early_stopping_ends_training_and_exports_the_best_epoch(tmp_path):
         job, epoch=6, learning_rate=1e-9, early_stopping_patience=2, early_stopping_threshold=0.01
     )
     metrics = train(config, runtime(job))
-    assert len(metrics["epochs"]) == 3, metrics["epochs"]
-    assert metrics["best_epoch"] == 1 or metrics["epochs"][0]["eval_loss"] >= metrics["eval_loss"]
-    assert metrics["stopped_early"].startswith("early stopping: eval loss")
-    assert "for 2 epoch(s)" in metrics["stopped_early"]
+    assert len(metrics.epochs) == 3, metrics.epochs
+    assert metrics.best_epoch == 1 or metrics.epochs[0].eval_loss >= metrics.eval_loss
+    assert metrics.stopped_early.startswith("early stopping: eval loss")
+    assert "for 2 epoch(s)" in metrics.stopped_early
     assert (job / "out" / "MANIFEST.json").exists()
 
 

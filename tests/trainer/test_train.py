@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from kubetune.api.v1alpha1.exits import ExitCode
+from kubetune.storage import open_store
 from kubetune_trainer.artifacts import RetriesExhausted, claim_output
-from kubetune_trainer.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.training import config_for, make_job, runtime
 
@@ -20,7 +20,7 @@ def job(tmp_path):
 
 def test_instruction_tuning_learns_and_exports_complete_artifacts(job):
     metrics = train(config_for(job), runtime(job))
-    losses = [e["eval_loss"] for e in metrics["epochs"]]
+    losses = [e.eval_loss for e in metrics.epochs]
     assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0] * 0.9, losses
     out = job / "out"
     manifest = json.loads((out / "MANIFEST.json").read_text())
@@ -35,8 +35,12 @@ def test_instruction_tuning_learns_and_exports_complete_artifacts(job):
     assert all((out / f["path"]).stat().st_size == f["size"] for f in manifest["files"])
     assert manifest["job"]["uid"] == "uid-1"
     progress = json.loads((out / "progress.json").read_text())
-    assert progress["done"] and progress["step"] == progress["total_steps"] > 0
+    assert progress["state"] == "succeeded" and progress["done"]  # the file, as any reader sees it
+    assert progress["step"] == progress["total_steps"] > 0
     assert progress["tokens_per_second"] > 0
+    assert progress["epochs"] == 3 and progress["world_size"] == 1
+    assert (progress["samples"], progress["validation_samples"]) == (320, 80)  # ratio 0.2
+    assert progress["message"] is None and progress["stop_signal"] is None
 
 
 def test_rerun_of_a_finished_job_does_nothing_and_another_job_is_refused(job):
@@ -59,6 +63,8 @@ def test_rerun_of_a_finished_job_does_nothing_and_another_job_is_refused(job):
         result.stderr
     )
     assert "Traceback" not in result.stderr
+    # Its failure is not recorded in the other job's progress.json.
+    assert json.loads((job / "out" / "progress.json").read_text())["state"] == "succeeded"
 
 
 def test_starts_beyond_max_attempts_fail_permanently(job):

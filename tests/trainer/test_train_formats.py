@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune_trainer.formats.samples import DataError
 from kubetune_trainer.formats.templates import DEFAULT_PROMPT
 from kubetune_trainer.runtime import Runtime
@@ -127,9 +127,9 @@ def keys(bucket: str) -> list[str]:
 
 
 def assert_learned_and_complete(
-    metrics: dict, buckets: Buckets, out: str = "run", epochs: int = EPOCHS
+    metrics: TrainingMetrics, buckets: Buckets, out: str = "run", epochs: int = EPOCHS
 ) -> None:
-    losses = [e["eval_loss"] for e in metrics["epochs"]]
+    losses = [e.eval_loss for e in metrics.epochs]
     assert len(losses) == epochs and losses[-1] < losses[0], (out, losses)
     manifest = read_json(buckets.output, f"{out}/MANIFEST.json")
     listed = {f["path"]: f["size"] for f in manifest["files"]}
@@ -264,8 +264,8 @@ def test_packing_uses_fewer_steps_and_less_padding_than_one_sample_per_row(bucke
     assert_learned_and_complete(padded, buckets, "padded", epochs=4)
     assert total_steps(buckets, "packed") < total_steps(buckets, "padded")
     # The same tokens are trained on, in fewer rows with less padding (padding / batch tokens).
-    assert packed["train_tokens"] == padded["train_tokens"] > 0
-    assert packed["padding_fraction"] < padded["padding_fraction"]
+    assert packed.train_tokens == padded.train_tokens > 0
+    assert packed.padding_fraction < padded.padding_fraction
 
 
 # --- data problems ------------------------------------------------------------------------
@@ -299,6 +299,6 @@ def test_data_problem_in_s3_fails_before_training_and_writes_no_manifest(
     # The user's own URI, not the trainer's local copy, names the place to fix.
     assert str(error.value).startswith(f"s3://{buckets.data}/train"), str(error.value)
     assert "scratch" not in str(error.value)
-    # Only the claim on the output prefix: no MANIFEST.json, and no progress.json or checkpoint,
-    # which the first training step would have written.
-    assert keys(buckets.output) == ["run/job.json"]
+    # Only the claim on the output prefix and the start: no MANIFEST.json, no checkpoint.
+    assert keys(buckets.output) == ["run/job.json", "run/progress.json"]
+    assert read_json(buckets.output, "run/progress.json")["state"] == "starting"

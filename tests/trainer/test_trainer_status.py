@@ -7,13 +7,14 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
+from kubetune.api.v1alpha1 import ProgressReport
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.trainer_status import Endpoint, payload
 from tests.support.upstream import trainer_crd, why_not
 
 NOW = datetime.datetime(2026, 12, 2, 10, 0, 0, tzinfo=datetime.UTC)
-RUNNING = {"epoch": 2, "step": 40, "total_steps": 100, "percent": 40, "eta_seconds": 91.6,
-           "train_loss": 1.23456, "eval_loss": None, "tokens_per_second": 812.5}  # fmt: skip
+RUNNING = ProgressReport(epoch=2, step=40, total_steps=100, percent=40, eta_seconds=91,
+                         train_loss=1.23456, eval_loss=None, tokens_per_second=812.5)  # fmt: skip
 
 
 def test_progress_becomes_percent_eta_and_metrics():
@@ -24,7 +25,8 @@ def test_progress_becomes_percent_eta_and_metrics():
         {"name": "tokens_per_second", "value": "812.5"},
     ]
     assert status["lastUpdatedTime"] == "2026-12-02T10:00:00Z"
-    done = payload({**RUNNING, "percent": 99, "eta_seconds": 0, "done": True}, NOW)
+    update = {"percent": 99, "eta_seconds": 0, "state": "succeeded"}
+    done = payload(RUNNING.model_copy(update=update), NOW)
     assert done["trainerStatus"]["progressPercentage"] == 100
 
 
@@ -34,8 +36,9 @@ def test_payload_fits_the_trainer_api():
         pytest.skip(why_not())
     schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     trainer_status = schema["properties"]["status"]["properties"]["trainerStatus"]
-    for state in (RUNNING, {"step": 0, "total_steps": 10}, {**RUNNING, "done": True}):
-        body = payload(state, NOW)["trainerStatus"]
+    finished = RUNNING.model_copy(update={"state": "succeeded"})
+    for report in (RUNNING, ProgressReport(step=0, total_steps=10), finished):
+        body = payload(report, NOW)["trainerStatus"]
         errors = list(OAS30Validator(trainer_status).iter_errors(body))
         assert not errors, [e.message for e in errors]
 

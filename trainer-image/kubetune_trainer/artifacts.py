@@ -2,26 +2,23 @@
 
 adapter/ (LoRA safetensors + adapter_config.json + tokenizer), merged/ (when merge_weights),
 metrics.json, config.json (the resolved TrainerConfig), loss_curve.png and loss_curve.csv,
-MANIFEST.json (every file: size, sha256).
-job.json, written first, claims the prefix: another job's run refuses it instead of mixing files.
+MANIFEST.json (every file: size, sha256); the layout and the files' types are
+kubetune.api.v1alpha1.outputs. job.json, written first, claims the prefix: another job's run
+refuses it instead of mixing files.
 """
 
 import hashlib
-import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import TrainerConfig
-from kubetune_trainer.scratch import room_for
-from kubetune_trainer.storage import join_uri
+from kubetune.api.v1alpha1 import ArtifactManifest, OwnerRecord, TrainerConfig, TrainingMetrics
+from kubetune.api.v1alpha1.outputs import CONFIG, MANIFEST, METRICS, OWNER, InvalidOutput
+from kubetune.storage import join_uri, room_for
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "MANIFEST.json"
-OWNER = "job.json"
 
 
 class OutputTaken(ValueError):
@@ -36,16 +33,16 @@ def claim_output(store, config: TrainerConfig, count_start: bool) -> bool:
     """Claim the output prefix for this job; True when its artifacts are already complete.
     `count_start` (rank 0): count this start in the owner file, within max_attempts."""
     owner_uri = join_uri(config.output.uri, OWNER)
-    owner = json.loads(store.read_bytes(owner_uri)) if store.exists(owner_uri) else None
-    if owner is not None and owner.get("uid") != config.job.uid:
+    owner = read_owner(store, owner_uri) if store.exists(owner_uri) else None
+    if owner is not None and owner.uid != config.job.uid:
         raise OutputTaken(
-            f"{config.output.uri}: holds the output of job {owner.get('namespace')}/"
-            f"{owner.get('name')} (uid {owner.get('uid')}); choose another output URI"
+            f"{config.output.uri}: holds the output of job {owner.namespace}/{owner.name} "
+            f"(uid {owner.uid}); choose another output URI"
         )
     complete = owner is not None and store.exists(join_uri(config.output.uri, MANIFEST))
     if complete or (owner is not None and not count_start):
         return complete
-    starts = (owner or {}).get("starts", 0) + (1 if count_start else 0)
+    starts = (owner.starts if owner else 0) + (1 if count_start else 0)
     if config.max_attempts is not None and starts > config.max_attempts:
         raise RetriesExhausted(
             f"started {starts} times, more than the {config.max_attempts} that "
@@ -53,48 +50,57 @@ def claim_output(store, config: TrainerConfig, count_start: bool) -> bool:
             "starts ended retryably (preemption, out of memory, a lost node or storage): see "
             "the pods' events and logs"
         )
-    record = {**config.job.model_dump(by_alias=True), "starts": starts}
-    store.write_bytes(owner_uri, json.dumps(record).encode())
+    record = OwnerRecord(**config.job.model_dump(), starts=starts)
+    store.write_bytes(owner_uri, record.model_dump_json().encode())
     return False
+
+
+def read_owner(store, uri: str) -> OwnerRecord:
+    try:
+        return OwnerRecord.read(store.read_bytes(uri), uri)
+    except InvalidOutput as err:
+        raise OutputTaken(
+            f"{err}: so the prefix may hold anything; choose another output URI"
+        ) from None
 
 
 def export(
     config: TrainerConfig,
-    metrics: dict,
+    metrics: TrainingMetrics,
     store,
     staging: Path,
     needed: int,
     write: Callable[[Path], None],
-) -> list[dict]:
+) -> ArtifactManifest:
     """Write every artifact to `staging`: metrics.json, config.json and what `write` puts
     there (the model family's adapter/ and merged/, the callbacks' files); upload them, then
-    MANIFEST.json. `needed`: a lower bound of the bytes written. Returns the listing."""
+    MANIFEST.json, which it returns. `needed`: a lower bound of the bytes written."""
     shutil.rmtree(staging, ignore_errors=True)
     with room_for(staging, "the artifacts", needed):
         staging.mkdir(parents=True)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (staging / "config.json").write_text(config.model_dump_json(by_alias=True, indent=2))
+        (staging / METRICS).write_text(metrics.model_dump_json(indent=2))
+        (staging / CONFIG).write_text(config.model_dump_json(by_alias=True, indent=2))
         write(staging)
-    files = listing(staging)
+    manifest = ArtifactManifest(job=config.job.model_dump(), files=listing(staging))
     started = time.monotonic()
     store.upload_dir(staging, config.output.uri)
-    manifest = {"job": config.job.model_dump(by_alias=True), "files": files}
     store.write_bytes(
-        join_uri(config.output.uri, MANIFEST), json.dumps(manifest, indent=2).encode()
+        join_uri(config.output.uri, MANIFEST), manifest.model_dump_json(indent=2).encode()
     )
-    total = sum(f["size"] for f in files)
+    total = sum(f.size for f in manifest.files)
     log.info(
         "artifacts: %d files, %.1f MB uploaded to %s in %.1f s",
-        len(files),
+        len(manifest.files),
         total / 1e6,
         config.output.uri,
         time.monotonic() - started,
     )
-    return files
+    return manifest
 
 
 def listing(folder: Path) -> list[dict]:
-    """Every file under folder with its size and sha256: the body of a manifest."""
+    """Every file under folder with its path, size and sha256: the body of a manifest (an
+    ArtifactManifest's files, a checkpoint's)."""
     return [
         {"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size, "sha256": sha256(p)}
         for p in sorted(folder.rglob("*"))

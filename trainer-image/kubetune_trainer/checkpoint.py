@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from kubetune.api.v1alpha1.outputs import CHECKPOINT_MANIFEST, CHECKPOINTS
+from kubetune.storage import join_uri, room_for
 from kubetune_trainer.artifacts import listing
-from kubetune_trainer.scratch import room_for, tensor_bytes
-from kubetune_trainer.storage import join_uri
+from kubetune_trainer.scratch import tensor_bytes
 
 log = logging.getLogger(__name__)
 
-FOLDER = "checkpoints"
-MANIFEST = "CHECKPOINT.json"
+FOLDER = CHECKPOINTS
+MANIFEST = CHECKPOINT_MANIFEST
 KEEP = 2
 
 

@@ -3,10 +3,10 @@ scratch, and the data turned into samples by the job's data format."""
 
 from pathlib import Path
 
+from kubetune.storage import open_store
 from kubetune_trainer.formats import Channels, DataError, Splits
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.presigned import PresignedStore
-from kubetune_trainer.storage import open_store
 
 
 def download_model(config, runtime, scratch: Path) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from kubetune_trainer.storage import StorageError, Store
+from kubetune.storage import StorageError, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

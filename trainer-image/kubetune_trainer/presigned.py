@@ -19,7 +19,7 @@ from botocore.httpsession import get_cert_path
 from pydantic import ValidationError
 
 from kubetune.api.v1alpha1.model_urls import PresignedFile, PresignedModel
-from kubetune_trainer.storage import StorageError, Store, join_uri
+from kubetune.storage import StorageError, Store, join_uri
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ export: the best epoch's weights, exported by the model family beside metrics an
 callbacks' files, MANIFEST.json last.
 """
 
-import json
 import logging
 import math
 import time
@@ -21,7 +20,9 @@ from typing import Any
 import torch
 from transformers import AutoConfig, get_scheduler
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
+from kubetune.api.v1alpha1.outputs import METRICS
+from kubetune.storage import join_uri, open_store
 from kubetune_trainer import checkpoint, distributed, inputs, resume
 from kubetune_trainer.artifacts import claim_output
 from kubetune_trainer.artifacts import export as write_artifacts
@@ -40,10 +41,10 @@ from kubetune_trainer.models import choose as choose_family
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.parts import Parts
 from kubetune_trainer.preemption import Stopped, stop_signals
+from kubetune_trainer.progress import starting
 from kubetune_trainer.runtime import Runtime
 from kubetune_trainer.scratch import tensor_bytes
 from kubetune_trainer.steps import evaluate, perplexity, train_step
-from kubetune_trainer.storage import join_uri, open_store
 
 log = logging.getLogger("kubetune.train")
 
@@ -59,7 +60,7 @@ class Recipe:
     output: Any  # the output channel's store
     scratch: Path  # this job's local folder
     stack: ExitStack = field(default_factory=ExitStack)
-    finished: dict | None = None  # metrics of a run whose artifacts were complete already
+    finished: TrainingMetrics | None = None  # a run whose artifacts were complete already
     model_dir: Path | None = None
     tokenizer: Any = None
     family: Any = None  # Chosen[ModelFamily]
@@ -70,6 +71,7 @@ class Recipe:
     trainable: list = field(default_factory=list)
     optimizer: Any = None
     scheduler: Any = None
+    samples: int = 0  # training samples before packing
     steps_per_epoch: int = 0
     total_steps: int = 0
     state: TrainState = field(default_factory=TrainState)
@@ -97,8 +99,11 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         if runtime.is_main:  # a run killed between MANIFEST.json and this cleanup left them
             checkpoint.delete_all(output, config.output.uri)
-        recipe.finished = json.loads(output.read_bytes(join_uri(config.output.uri, "metrics.json")))
+        metrics = output.read_bytes(join_uri(config.output.uri, METRICS))
+        recipe.finished = TrainingMetrics.model_validate_json(metrics)
         return recipe
+    if runtime.is_main:
+        starting(output, config.output.uri)
 
     recipe.model_dir = inputs.download_model(config, runtime, recipe.scratch)
     channels = inputs.download_data(config, runtime, recipe.scratch)
@@ -120,10 +125,11 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     recipe.model = recipe.strategy.part.wrap(base, hp, runtime, recipe.strategy.options)
     torch.manual_seed(hp.seed + runtime.rank)  # each rank its own dropout
     schedule(recipe)
+    recipe.samples = len(splits.train)
     log.info(
         "training: %d rows (%d samples) on %d rank(s) x %d epochs = %d steps; "
         "%d validation samples",
-        len(recipe.rows), len(splits.train), runtime.world_size, hp.epoch, recipe.total_steps,
+        len(recipe.rows), recipe.samples, runtime.world_size, hp.epoch, recipe.total_steps,
         len(recipe.val_rows),
     )  # fmt: skip
     recipe.state = resume.resume(recipe)
@@ -246,25 +252,25 @@ def checkpoint_event(recipe: Recipe, uri: str | None, reason: str) -> Checkpoint
     return CheckpointEvent(step=state.step, epoch=state.epoch, uri=uri or "", reason=reason)
 
 
-def export(recipe: Recipe) -> dict:
+def export(recipe: Recipe) -> TrainingMetrics:
     """The best epoch's model and the run's figures under the output URI; MANIFEST.json last."""
     state, runtime, hp, progress = recipe.state, recipe.runtime, recipe.hp, recipe.progress
-    metrics = {
-        "best_epoch": state.best["epoch"],
-        "train_loss": state.best["train_loss"],
-        "eval_loss": state.best["eval_loss"],
-        "eval_perplexity": state.best["eval_perplexity"],
+    metrics = TrainingMetrics(
+        best_epoch=state.best["epoch"],
+        train_loss=state.best["train_loss"],
+        eval_loss=state.best["eval_loss"],
+        eval_perplexity=state.best["eval_perplexity"],
         # Non-padding tokens of all ranks per second spent in training steps, since the
         # last (re)start: eval and checkpoints excluded.
-        "tokens_per_second": progress.tokens_per_second(),
-        "train_tokens": progress.tokens,
-        "train_seconds": progress.train_seconds,
-        "padding_fraction": progress.padding_fraction(),
-        "steps": state.step,
-        "world_size": runtime.world_size,
-        "epochs": state.history,
-        "stopped_early": recipe.stopped_early,
-    }
+        tokens_per_second=progress.tokens_per_second(),
+        train_tokens=progress.tokens,
+        train_seconds=progress.train_seconds,
+        padding_fraction=progress.padding_fraction(),
+        steps=state.step,
+        world_size=runtime.world_size,
+        epochs=state.history,
+        stopped_early=recipe.stopped_early,
+    )
     staging = recipe.scratch / "artifacts" if runtime.is_main else None
     if runtime.is_main:
         final = model_to_export(recipe)

@@ -13,20 +13,20 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig
+from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune.api.v1alpha1.trainer_config import DEFAULT_PATH
+from kubetune.storage import NoSpace, StorageError
 from kubetune_trainer.artifacts import OutputTaken, RetriesExhausted
 from kubetune_trainer.formats import DataError
 from kubetune_trainer.launch import record_exit
 from kubetune_trainer.model import ModelError
 from kubetune_trainer.parts import choose as choose_parts
 from kubetune_trainer.preemption import Stopped
+from kubetune_trainer.progress import record_outcome
 from kubetune_trainer.recipe import export, fit, setup
 from kubetune_trainer.registry import PartError
 from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.scratch import NoSpace
-from kubetune_trainer.storage import StorageError
 
 log = logging.getLogger("kubetune.train")
 
@@ -50,15 +50,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
-    """Train, and say how it ended by the exit-code contract (kubetune.api.v1alpha1.exits)."""
+    """Train, and say how it ended by the exit-code contract (kubetune.api.v1alpha1.exits) and,
+    when it will not be retried as it is, in progress.json (record_outcome)."""
+    config = None
     try:
-        train(read_config(args.config), runtime)
+        config = read_config(args.config)
+        train(config, runtime)
     except Stopped as stopped:
         log.warning("%s", stopped)
+        record_outcome(config, runtime, "stopped", str(stopped), stopped.signum, stopped.step)
         return stopped.exit_code, str(stopped)
     except StorageError as err:
         log.error("%s", err)
-        return (ExitCode.INFRASTRUCTURE if err.transient else ExitCode.USER_ERROR), str(err)
+        if err.transient:
+            return ExitCode.INFRASTRUCTURE, str(err)
+        record_outcome(config, runtime, "failed", str(err))
+        return ExitCode.USER_ERROR, str(err)
     except (
         ConfigError,
         DataError,
@@ -69,6 +76,7 @@ def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
         RetriesExhausted,
     ) as err:
         log.error("%s", err)  # the user's to fix: one line, no traceback
+        record_outcome(config, runtime, "failed", str(err))
         code = ExitCode.RETRIES_EXHAUSTED if isinstance(err, RetriesExhausted) else None
         return code or ExitCode.USER_ERROR, str(err)
     except (torch.distributed.DistError, ConnectionError, TimeoutError) as err:
@@ -76,7 +84,9 @@ def run(args, runtime: Runtime) -> tuple[ExitCode | int, str]:
         return ExitCode.INFRASTRUCTURE, f"{type(err).__name__}: {one_line(err)}"
     except Exception as err:
         log.exception("unexpected error in the trainer")
-        return ExitCode.TRAINER_ERROR, f"unexpected {type(err).__name__}: {one_line(err)}"
+        message = f"unexpected {type(err).__name__}: {one_line(err)}"
+        record_outcome(config, runtime, "failed", message)
+        return ExitCode.TRAINER_ERROR, message
     return ExitCode.SUCCEEDED, ""
 
 
@@ -102,7 +112,7 @@ def read_config(path: str) -> TrainerConfig:
         raise ConfigError(f"{path}: not a valid TrainerConfig: {problems}") from None
 
 
-def train(config: TrainerConfig, runtime: Runtime) -> dict:
+def train(config: TrainerConfig, runtime: Runtime) -> TrainingMetrics:
     """One run of the recipe; its metrics."""
     hp = Hyperparameters.model_validate(config.hyperparameters.model_dump())
     parts = choose_parts(config, hp, runtime)  # a bad name or option fails before downloads

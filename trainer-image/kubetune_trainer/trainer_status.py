@@ -17,10 +17,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.api.v1alpha1 import ProgressReport
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10
-METRICS = ("train_loss", "eval_loss", "tokens_per_second")  # progress.json keys sent as metrics
+METRICS = ("train_loss", "eval_loss", "tokens_per_second")  # ProgressReport fields sent
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,18 @@ class Endpoint:
         )
 
 
-def payload(state: dict, now: datetime.datetime) -> dict:
-    """Trainer's UpdateTrainJobStatusRequest from progress.json's state."""
+def payload(report: ProgressReport, now: datetime.datetime) -> dict:
+    """Trainer's UpdateTrainJobStatusRequest from what progress.json holds."""
     status: dict = {"lastUpdatedTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    if state.get("percent") is not None:
-        status["progressPercentage"] = 100 if state.get("done") else int(state["percent"])
-    if state.get("eta_seconds") is not None:
-        status["estimatedRemainingSeconds"] = int(state["eta_seconds"])
+    if report.percent is not None:
+        status["progressPercentage"] = 100 if report.done else report.percent
+    if report.eta_seconds is not None:
+        status["estimatedRemainingSeconds"] = report.eta_seconds
+    figures = {name: getattr(report, name) for name in METRICS}
     metrics = [
-        {"name": name, "value": f"{state[name]:.4g}"}
-        for name in METRICS
-        if isinstance(state.get(name), int | float)
+        {"name": name, "value": f"{value:.4g}"}
+        for name, value in figures.items()
+        if value is not None
     ]
     if metrics:
         status["metrics"] = metrics
@@ -70,8 +73,8 @@ class StatusPusher:
         self._thread = threading.Thread(target=self._run, name="trainer-status", daemon=True)
         self._thread.start()
 
-    def push(self, state: dict) -> None:
-        body = payload(state, datetime.datetime.now(datetime.UTC))
+    def push(self, report: ProgressReport) -> None:
+        body = payload(report, datetime.datetime.now(datetime.UTC))
         with self._wake:
             self._latest = body
             self._wake.notify()

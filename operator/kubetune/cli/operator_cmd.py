@@ -5,6 +5,7 @@ import logging
 import random
 from pathlib import Path
 
+from kubetune.cli.render_cmd import fail
 from kubetune.config import ConfigError, load_config
 
 PEERING = "kubetune"
@@ -54,11 +55,14 @@ def port(text: str) -> int:
 
 def run(args) -> int:
     # Imported here: kopf and the kubernetes client take a second to import, which every other
-    # subcommand (and `kubetune --help`) would pay for.
-    import kopf
-    from kubernetes import client
-    from kubernetes import config as kubeconfig
-    from prometheus_client import start_http_server
+    # subcommand (and `kubetune --help`) would pay for, and only the [operator] extra has them.
+    try:
+        import kopf
+        from kubernetes import client
+        from kubernetes import config as kubeconfig
+        from prometheus_client import start_http_server
+    except ModuleNotFoundError as err:
+        return fail(f"the operator needs {err.name}: pip install 'kubetune[operator]'")
 
     from kubetune.controller.cluster import Cluster
     from kubetune.controller.discovery import decide

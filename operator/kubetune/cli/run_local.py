@@ -6,21 +6,18 @@ namespace/name, so the trainer recognises its own output and checkpoints.
 """
 
 import os
-import re
 import signal
 import sys
 from pathlib import Path
 
+from kubetune.api.v1alpha1 import ProgressReport
+from kubetune.api.v1alpha1.exits import ExitCode
 from kubetune.cli.render_cmd import add_resolution_arguments, fail
 from kubetune.config import OperatorConfig
 from kubetune.local import files, launch, summary
 from kubetune.local.files import LocalError
-from kubetune.local.progress import LOG_LINE, Watcher
-from kubetune_trainer.storage import StorageError
-
-STOPPED = re.compile(r"stopped by \w+ at step (\d+)")
-NOTHING_TO_DO = "artifacts of this job are complete already"
-TRAINING = "] training: "  # the trainer's line once data and model are loaded
+from kubetune.local.progress import Watcher
+from kubetune.storage import StorageError
 
 
 def default_scratch() -> Path:
@@ -67,7 +64,7 @@ def run(args) -> int:
             config = OperatorConfig.model_validate({"defaultOutput": default})
         plan = files.resolve(manifests, config, labels=dict(args.namespace_label))
         check_local_sources(plan)
-        gpus = launch.gpu_count()
+        gpus, trainer = launch.gpu_count(), launch.trainer_module()
     except LocalError as err:
         return fail(*err.lines)
 
@@ -86,25 +83,26 @@ def run(args) -> int:
         watcher = Watcher(plan.output_uri, log_path, plan.hyperparameters.epoch, args.verbose)
     except StorageError as err:
         return fail(str(err))
-    command = launch.trainer_command(config_path, gpus)
+    finished_before = summary.finished_by(plan.output_uri, plan.trainer_config.job.uid)
+    command = launch.trainer_command(trainer, config_path, gpus)
     try:
         outcome = launch.run(command, workdir, log_path, watcher.tick, torchrun=gpus > 1)
     finally:
         watcher.close()
-    log = log_path.read_text(errors="replace")
+    report = watcher.latest  # what this run wrote to progress.json: None if nothing yet
 
     if outcome.signals and outcome.code != 0:
-        if stopped := STOPPED.search(log):
-            said = f"stopped at step {stopped[1]}; run the same command again to resume"
-        elif TRAINING not in log:
+        if report is not None and report.state == "stopped":
+            said = f"stopped at step {report.step}; run the same command again to resume"
+        elif report is None or report.state == "starting":
             said = "stopped before training began; run the same command again to start"
         else:  # asked twice: killed without a checkpoint
             said = "stopped; run the same command again to resume from the last checkpoint"
         print(f"kubetune: {said}", file=sys.stderr)
         return 128 + outcome.signals[0]
     if outcome.code != 0:
-        return trainer_failed(outcome.code, log, log_path)
-    if NOTHING_TO_DO in log:
+        return trainer_failed(outcome.code, report, log_path)
+    if finished_before:
         print(
             f"kubetune: {plan.output_uri} holds this job's finished artifacts already; to train "
             "again, remove them or pass another --output",
@@ -130,14 +128,15 @@ def check_local_sources(plan) -> None:
             raise LocalError(f"{what}: {uri}: no such file or folder on this machine")
 
 
-def trainer_failed(code: int, log: str, log_path: Path) -> int:
-    """The trainer's own error line when it reported a problem to fix; else the log's end."""
-    errors = [
-        m["message"] for m in map(LOG_LINE.match, log.splitlines()) if m and m["level"] == "ERROR"
-    ]
-    if errors:
-        return fail(errors[0])
+def trainer_failed(code: int, report: ProgressReport | None, log_path: Path) -> int:
+    """A problem to fix (exit 2 or 3): the trainer's one line on it, from progress.json. Else, or
+    when it could not write there (its output unreachable, or killed), the log's end."""
+    said = report.message if report is not None and report.state == "failed" else None
+    if said and code in (ExitCode.USER_ERROR, ExitCode.RETRIES_EXHAUSTED):
+        return fail(said)
+    log = log_path.read_text(errors="replace")
     print("\n".join(log.rstrip().splitlines()[-20:]), file=sys.stderr)
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit {code})"
+    how += f": {said}" if said else ""
     fail(f"the trainer {how}; its last lines are above, the whole log is in {log_path}")
-    return 1
+    return 2 if code == ExitCode.USER_ERROR else 1

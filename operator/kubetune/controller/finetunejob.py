@@ -22,7 +22,7 @@ from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan, plan
 from kubetune.status.finetunejob import REFUSED, Observed, build_status
 from kubetune.status.training import training_state
-from kubetune_trainer.storage import StorageError
+from kubetune.storage import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.hubs import resolve_model
 from kubetune.resolve.plan import Plan
 from kubetune.status.conditions import condition, merge
-from kubetune_trainer.storage import StorageError
+from kubetune.storage import StorageError
 
 log = logging.getLogger(__name__)
 

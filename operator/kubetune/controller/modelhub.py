@@ -8,7 +8,7 @@ from kubetune.controller.outputs import credentials_from_secret, store_for
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.hubs import follow
 from kubetune.status.conditions import condition, merge
-from kubetune_trainer.storage import StorageError, join_uri
+from kubetune.storage import StorageError, join_uri
 
 
 def reconcile_hub(body: dict, cluster: Cluster, now: str) -> dict:

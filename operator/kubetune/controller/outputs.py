@@ -1,13 +1,17 @@
 """What the trainer wrote under a job's output URI: progress.json while it runs, metrics.json
-once MANIFEST.json says the artifacts are complete. Read with the output channel's Secret."""
+once MANIFEST.json says the artifacts are complete (kubetune.api.v1alpha1.outputs). Read with the
+output channel's Secret."""
 
 import functools
-import json
 import logging
+from typing import TypeVar
 
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune.api.v1alpha1 import ProgressReport, TrainingMetrics
+from kubetune.api.v1alpha1.outputs import MANIFEST, METRICS, PROGRESS, InvalidOutput, OutputFile
+from kubetune.storage import StorageError, join_uri, open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=OutputFile)
 
 # Secret keys (as in the AWS_* variables) -> boto3 Session / client arguments.
 SECRET_KEYS = {
@@ -40,25 +44,28 @@ def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str] | Non
     return {SECRET_KEYS[k]: v for k, v in data.items() if k in SECRET_KEYS and v}
 
 
-def read_outputs(uri: str, credentials: dict[str, str] | None) -> tuple[dict | None, dict | None]:
-    """(progress.json, metrics.json if MANIFEST.json exists); None where not (yet) there.
-    Storage trouble is logged and reads as "nothing new": status keeps its last figures."""
+def read_outputs(
+    uri: str, credentials: dict[str, str] | None
+) -> tuple[ProgressReport | None, TrainingMetrics | None]:
+    """(progress.json, metrics.json if MANIFEST.json exists); None where not (yet) there, or
+    not readable as its type. Storage trouble is logged and reads as "nothing new": status
+    keeps its last figures."""
     try:
         store = store_for(uri, credentials)
-        progress = _json(store, join_uri(uri, "progress.json"))
-        complete = store.exists(join_uri(uri, "MANIFEST.json"))
-        metrics = _json(store, join_uri(uri, "metrics.json")) if complete else None
+        progress = _read(store, join_uri(uri, PROGRESS), ProgressReport)
+        complete = store.exists(join_uri(uri, MANIFEST))
+        metrics = _read(store, join_uri(uri, METRICS), TrainingMetrics) if complete else None
         return progress, metrics
     except StorageError as err:
         log.warning("cannot read the outputs: %s", err)
         return None, None
 
 
-def _json(store, uri: str) -> dict | None:
+def _read(store, uri: str, kind: type[T]) -> T | None:
     if not store.exists(uri):
         return None
     try:
-        return json.loads(store.read_bytes(uri))
-    except ValueError:
-        log.warning("%s: not valid JSON; ignored", uri)
+        return kind.read(store.read_bytes(uri), uri)
+    except InvalidOutput as err:
+        log.warning("%s; ignored", err)
         return None

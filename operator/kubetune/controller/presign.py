@@ -9,7 +9,7 @@ import boto3
 from botocore.config import Config
 
 from kubetune.api.v1alpha1.model_urls import PresignedFile, PresignedModel
-from kubetune_trainer.storage import CLIENT_CONFIG, StorageError, _translated, join_uri
+from kubetune.storage import CLIENT_CONFIG, StorageError, join_uri, translated
 
 # Query-string SigV4, whatever botocore's default for the region: its 7-day limit is the one
 # the config's lifetime is checked against, and every S3-compatible store accepts it.
@@ -25,7 +25,7 @@ def sign_model(
     bucket, _, prefix = source.removeprefix("s3://").partition("/")
     prefix = join_uri(prefix, "") if prefix else ""
     files = []
-    with _translated(source, client.meta.endpoint_url):
+    with translated(source, client.meta.endpoint_url):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(prefix) :]
@@ -53,7 +53,7 @@ def _client(credentials: frozenset):
     """One signing client per set of credentials (building one costs ~50-100 ms of CPU)."""
     given = dict(credentials)
     endpoint = given.pop("endpoint_url", None)
-    with _translated("s3://"):
+    with translated("s3://"):
         session = boto3.session.Session(**given)
         # Without a region botocore signs for us-east-1, which AWS refuses for a bucket
         # elsewhere: give the Secret AWS_REGION (other stores mostly take any region).

@@ -7,6 +7,7 @@ the terminal's process group torchrun would receive Ctrl-C and pass it on to wor
 it from the terminal too, and a worker's second SIGINT means "stop at once, no checkpoint".
 """
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -21,15 +22,19 @@ from pathlib import Path
 from kubetune.local.files import LocalError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The console script of the training stack: its entry point names the trainer's module, so the
+# operator's code needs no import of, nor a string naming, the trainer package (DESIGN.md).
+TRAINER_SCRIPT = "kubetune-train"
+NEEDS_TRAINER = (
+    "local mode needs the training stack: pip install 'kubetune[trainer]' (or make install)"
+)
 
 
 def gpu_count() -> int:
     """Local CUDA GPUs (CUDA_VISIBLE_DEVICES applies). torch is imported only where an NVIDIA
     driver is installed: the import alone takes seconds."""
     if importlib.util.find_spec("torch") is None:
-        raise LocalError(
-            "local mode needs the training stack: pip install 'kubetune[trainer]' (or make install)"
-        )
+        raise LocalError(NEEDS_TRAINER)
     if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
         return 0
     import torch
@@ -37,8 +42,17 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def trainer_command(config: Path, gpus: int) -> list[str]:
-    trainer = ["-m", "kubetune_trainer.train", "--config", str(config)]
+def trainer_module() -> str:
+    """The module `python -m` runs to train: the one behind the kubetune-train console script."""
+    scripts = importlib.metadata.entry_points(group="console_scripts", name=TRAINER_SCRIPT)
+    entry = next(iter(scripts), None)
+    if entry is None or importlib.util.find_spec(entry.module.partition(".")[0]) is None:
+        raise LocalError(NEEDS_TRAINER)
+    return entry.module
+
+
+def trainer_command(module: str, config: Path, gpus: int) -> list[str]:
+    trainer = ["-m", module, "--config", str(config)]
     if gpus <= 1:
         return [sys.executable, *trainer]
     # --standalone: a rendezvous on a free local port, as one PyTorchJob pod with `gpus` ranks.

@@ -2,11 +2,22 @@
 output URI, on s3:// or file:// alike. The short summary `kubetune run --local` ends with and
 the full table `kubetune report` prints."""
 
-import json
 from dataclasses import dataclass
+from typing import TypeVar
 
+from kubetune.api.v1alpha1 import ArtifactManifest, ProgressReport, TrainingMetrics
+from kubetune.api.v1alpha1.outputs import (
+    LOSS_CURVE_PNG,
+    MANIFEST,
+    METRICS,
+    PROGRESS,
+    InvalidOutput,
+    OutputFile,
+)
 from kubetune.local.files import LocalError
-from kubetune_trainer.storage import StorageError, join_uri, open_store
+from kubetune.storage import StorageError, join_uri, open_store
+
+T = TypeVar("T", bound=OutputFile)
 
 
 class NotFinished(LocalError):
@@ -16,85 +27,105 @@ class NotFinished(LocalError):
 @dataclass
 class Outputs:
     uri: str
-    metrics: dict
-    manifest: dict
+    metrics: TrainingMetrics
+    manifest: ArtifactManifest
 
 
 def read_outputs(uri: str) -> Outputs:
     """metrics.json and MANIFEST.json of a finished job; NotFinished or LocalError if not."""
     try:
         store = open_store(uri)
-        manifest_uri = join_uri(uri, "MANIFEST.json")
+        manifest_uri = join_uri(uri, MANIFEST)
         if not store.exists(manifest_uri):
-            progress_uri = join_uri(uri, "progress.json")
+            progress_uri = join_uri(uri, PROGRESS)
             if not store.exists(progress_uri):
                 raise NotFinished(
-                    f"not finished: no MANIFEST.json at {manifest_uri}, and no progress.json: "
+                    f"not finished: no {MANIFEST} at {manifest_uri}, and no {PROGRESS}: "
                     "no job has trained there (yet)"
                 )
-            p = json.loads(store.read_bytes(progress_uri))
+            p = read(store, progress_uri, ProgressReport)
+            said = {"failed": f"; failed: {p.message}", "stopped": f"; {p.message}"}
+            ended = said.get(p.state, "") if p.message else ""
             raise NotFinished(
-                f"not finished: no MANIFEST.json at {manifest_uri}; progress: step "
-                f"{p.get('step')} of {p.get('total_steps')} (epoch {p.get('epoch')})"
+                f"not finished: no {MANIFEST} at {manifest_uri}; progress: step "
+                f"{p.step} of {p.total_steps} (epoch {p.epoch}){ended}"
             )
-        manifest = json.loads(store.read_bytes(manifest_uri))
-        metrics = json.loads(store.read_bytes(join_uri(uri, "metrics.json")))
+        manifest = read(store, manifest_uri, ArtifactManifest)
+        metrics = read(store, join_uri(uri, METRICS), TrainingMetrics)
     except StorageError as err:
         raise LocalError(str(err)) from None
-    except ValueError as err:
-        raise LocalError(f"{uri}: an artifact is not valid JSON: {err}") from None
     return Outputs(uri, metrics, manifest)
+
+
+def finished_by(uri: str, uid: str) -> bool:
+    """Does uri hold the complete artifacts of the job with this uid? False when it cannot
+    tell (storage trouble): the trainer then finds out and says why."""
+    try:
+        store = open_store(uri)
+        manifest_uri = join_uri(uri, MANIFEST)
+        return (
+            store.exists(manifest_uri)
+            and read(store, manifest_uri, ArtifactManifest).job.uid == uid
+        )
+    except (StorageError, LocalError):
+        return False
+
+
+def read(store, uri: str, kind: type[T]) -> T:
+    """The file at uri as its type, or LocalError saying why not."""
+    try:
+        return kind.read(store.read_bytes(uri), uri)
+    except InvalidOutput as err:
+        raise LocalError(str(err)) from None
 
 
 def summary(outputs: Outputs) -> list[str]:
     """A few lines: the best epoch's figures and where the artifacts are."""
-    m = outputs.metrics
-    folders = sorted({f["path"].split("/")[0] + "/" for f in files(outputs) if "/" in f["path"]})
-    curve = ["loss_curve.png"] if any(f["path"] == "loss_curve.png" for f in files(outputs)) else []
+    m, listed = outputs.metrics, files(outputs)
+    folders = sorted({f.path.split("/")[0] + "/" for f in listed if "/" in f.path})
+    curve = [LOSS_CURVE_PNG] if any(f.path == LOSS_CURVE_PNG for f in listed) else []
     return [
-        f"done: best epoch {m['best_epoch']} of {len(m.get('epochs', []))}, "
-        f"{m.get('steps', '?')} steps",
-        f"  train loss {m['train_loss']:.4f}   eval loss {m['eval_loss']:.4f}   "
-        f"perplexity {m['eval_perplexity']:.2f}   {m.get('tokens_per_second', 0):,.0f} tokens/s",
-        f"  artifacts: {outputs.uri}  ({', '.join(folders + curve + ['metrics.json'])})",
+        f"done: best epoch {m.best_epoch} of {len(m.epochs)}, {m.steps} steps",
+        f"  train loss {m.train_loss:.4f}   eval loss {m.eval_loss:.4f}   "
+        f"perplexity {m.eval_perplexity:.2f}   {m.tokens_per_second:,.0f} tokens/s",
+        f"  artifacts: {outputs.uri}  ({', '.join(folders + curve + [METRICS])})",
         f"  details:   kubetune report {outputs.uri}",
     ]
 
 
 def report(outputs: Outputs) -> list[str]:
     """Per-epoch table (best marked), throughput, and every artifact file with its size."""
-    m, job = outputs.metrics, outputs.manifest.get("job", {})
+    m, job = outputs.metrics, outputs.manifest.job
     lines = [
-        f"FineTuneJob {job.get('namespace')}/{job.get('name')} (uid {job.get('uid')})",
+        f"FineTuneJob {job.namespace}/{job.name} (uid {job.uid})",
         f"output: {outputs.uri}",
         "",
         "  epoch   train loss   eval loss   perplexity",
     ]
-    for e in m.get("epochs", []):
-        mark = "*" if e["epoch"] == m["best_epoch"] else " "
+    for e in m.epochs:
+        mark = "*" if e.epoch == m.best_epoch else " "
         lines.append(
-            f"{mark} {e['epoch']:>5}   {e['train_loss']:>10.4f}   {e['eval_loss']:>9.4f}   "
-            f"{e['eval_perplexity']:>10.2f}"
+            f"{mark} {e.epoch:>5}   {e.train_loss:>10.4f}   {e.eval_loss:>9.4f}   "
+            f"{e.eval_perplexity:>10.2f}"
         )
     lines += [
-        f"* best epoch {m['best_epoch']}: its weights are the artifacts",
+        f"* best epoch {m.best_epoch}: its weights are the artifacts",
         "",
-        f"steps {m.get('steps')} on {m.get('world_size', 1)} process(es); "
-        f"{m.get('train_tokens', 0):,} tokens in {m.get('train_seconds', 0):.1f} s = "
-        f"{m.get('tokens_per_second', 0):,.0f} tokens/s; padding "
-        f"{100 * m.get('padding_fraction', 0):.1f}%",
+        f"steps {m.steps} on {m.world_size} process(es); "
+        f"{m.train_tokens:,} tokens in {m.train_seconds:.1f} s = "
+        f"{m.tokens_per_second:,.0f} tokens/s; padding {100 * m.padding_fraction:.1f}%",
         "",
-        "artifacts (MANIFEST.json):",
+        f"artifacts ({MANIFEST}):",
     ]
     listed = files(outputs)
-    width = max((len(f["path"]) for f in listed), default=0)
-    lines += [f"  {f['path']:<{width}}  {size(f['size']):>9}" for f in listed]
-    lines.append(f"  {len(listed)} files, {size(sum(f['size'] for f in listed))}")
+    width = max((len(f.path) for f in listed), default=0)
+    lines += [f"  {f.path:<{width}}  {size(f.size):>9}" for f in listed]
+    lines.append(f"  {len(listed)} files, {size(sum(f.size for f in listed))}")
     return lines
 
 
-def files(outputs: Outputs) -> list[dict]:
-    return outputs.manifest.get("files", [])
+def files(outputs: Outputs):
+    return outputs.manifest.files
 
 
 def size(n: int) -> str:

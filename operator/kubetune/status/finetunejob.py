@@ -4,7 +4,10 @@ artifacts' MANIFEST.json."""
 
 from dataclasses import dataclass
 
+from kubetune.api.v1alpha1 import ProgressReport, TrainingMetrics
 from kubetune.api.v1alpha1.exits import REASONS, retryable
+from kubetune.api.v1alpha1.finetunejob import Artifacts, Metrics, Progress
+from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
 from kubetune.render.backends import of
 from kubetune.resolve.errors import ResolveError
 from kubetune.resolve.plan import Plan
@@ -22,8 +25,8 @@ class Observed:
     plan: Plan | None = None
     problem: ResolveError | None = None  # what stops it: no plan, or its data not there
     training_job: dict | None = None  # the TrainJob or PyTorchJob
-    progress: dict | None = None  # progress.json
-    metrics: dict | None = None  # metrics.json, once MANIFEST.json exists
+    progress: ProgressReport | None = None  # progress.json
+    metrics: TrainingMetrics | None = None  # metrics.json, once MANIFEST.json exists
     suspend: bool = False
     pods: list[dict] | None = None  # the training job's pods, read once it failed
     now: str = ""  # RFC 3339; passed in, so this stays pure
@@ -84,15 +87,12 @@ def build_status(observed: Observed, previous: dict | None) -> dict:
         conditions.append(condition("Failed", True, reason, said or message, gen))
 
     status.update(times(training_job, state, previous, observed.now))
-    if observed.progress:
+    if observed.progress is not None:
         status["progress"] = progress_of(observed.progress, state == "Succeeded")
+    if observed.progress is not None or observed.metrics is not None:
         status["metrics"] = metrics_of(observed.progress, observed.metrics)
     if observed.metrics is not None:
-        status["metrics"] = metrics_of(observed.progress or {}, observed.metrics)
-        uri = plan.output_uri.rstrip("/") + "/"
-        status["artifacts"] = {"uri": uri, "adapter": uri + "adapter/"}
-        if plan.hyperparameters.merge_weights:
-            status["artifacts"]["merged"] = uri + "merged/"
+        status["artifacts"] = artifacts_of(plan)
     status["conditions"] = merge(previous.get("conditions"), conditions, observed.now)
     return status
 
@@ -126,27 +126,45 @@ def phase_of(state: str, suspend: bool, training_job: dict) -> str:
     return "Pending"
 
 
-def progress_of(progress: dict, done: bool) -> dict:
-    total, step = progress.get("total_steps"), progress.get("step")
-    found = {
-        "epoch": progress.get("epoch"),
-        "step": step,
-        "totalSteps": total,
-        "percent": 100 if done else progress.get("percent"),
-        "etaSeconds": 0 if done else progress.get("eta_seconds"),
-    }
-    return {k: v for k, v in found.items() if v is not None}
+def progress_of(report: ProgressReport, done: bool) -> dict:
+    """status.progress from progress.json; a succeeded job is at 100%, whatever was last
+    written before its training job completed."""
+    progress = Progress(
+        epoch=report.epoch,
+        step=report.step,
+        total_steps=report.total_steps,
+        percent=100 if done else report.percent,
+        eta_seconds=0 if done else report.eta_seconds,
+    )
+    return progress.model_dump(by_alias=True, exclude_none=True)
 
 
-def metrics_of(progress: dict, final: dict | None) -> dict:
-    source = final or {}
-    found = {
-        "trainLoss": source.get("train_loss", progress.get("train_loss")),
-        "evalLoss": source.get("eval_loss", progress.get("eval_loss")),
-        "evalPerplexity": source.get("eval_perplexity"),
-        "tokensPerSecond": source.get("tokens_per_second", progress.get("tokens_per_second")),
-    }
-    return {k: v for k, v in found.items() if v is not None}
+def metrics_of(report: ProgressReport | None, final: TrainingMetrics | None) -> dict:
+    """status.metrics: the best epoch's once metrics.json is complete, else the latest."""
+    if final is not None:
+        metrics = Metrics(
+            train_loss=final.train_loss,
+            eval_loss=final.eval_loss,
+            eval_perplexity=final.eval_perplexity,
+            tokens_per_second=final.tokens_per_second,
+        )
+    else:
+        metrics = Metrics(
+            train_loss=report.train_loss,
+            eval_loss=report.eval_loss,
+            tokens_per_second=report.tokens_per_second,
+        )
+    return metrics.model_dump(by_alias=True, exclude_none=True)
+
+
+def artifacts_of(plan: Plan) -> dict:
+    uri = plan.output_uri.rstrip("/") + "/"
+    artifacts = Artifacts(
+        uri=uri,
+        adapter=f"{uri}{ADAPTER}/",
+        merged=f"{uri}{MERGED}/" if plan.hyperparameters.merge_weights else None,
+    )
+    return artifacts.model_dump(by_alias=True, exclude_none=True)
 
 
 def stopped(status, conditions, problem, observed: Observed, previous: dict) -> dict:

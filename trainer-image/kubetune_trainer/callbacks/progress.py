@@ -30,6 +30,11 @@ def build(options, recipe) -> Progress:
         recipe.state.step,
         enabled=runtime.is_main,
         pusher=StatusPusher(endpoint) if endpoint else None,
+        epochs=recipe.hp.epoch,
+        rows=len(recipe.rows),
+        samples=recipe.samples,
+        validation_samples=len(recipe.val_rows),
+        world_size=runtime.world_size,
     )
     return Progress(recipe.progress)
 

@@ -13,6 +13,7 @@ import time
 
 from pydantic import Field, field_validator
 
+from kubetune.storage import StorageError, join_uri
 from kubetune_trainer.callbacks import (
     CALLBACKS,
     CallbackPart,
@@ -23,7 +24,6 @@ from kubetune_trainer.callbacks import (
     StepEvent,
 )
 from kubetune_trainer.registry import Options, PartError
-from kubetune_trainer.storage import StorageError, join_uri
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""kubetune.io/v1alpha1: FineTuneJob, ModelHub and the TrainerConfig contract."""
+"""kubetune.io/v1alpha1: FineTuneJob, ModelHub, and the trainer's contracts: TrainerConfig in, the
+output files (progress.json, metrics.json, MANIFEST.json, job.json) out."""
 
 from kubetune.api.v1alpha1.base import API_VERSION, GROUP, VERSION
 from kubetune.api.v1alpha1.common import HubRef, Resources, SecretRef
@@ -14,15 +15,25 @@ from kubetune.api.v1alpha1.hyperparameters import (
     ResolvedHyperparameters,
 )
 from kubetune.api.v1alpha1.modelhub import HubModel, ModelHub, ModelHubSpec, ModelHubStatus
+from kubetune.api.v1alpha1.outputs import (
+    ArtifactManifest,
+    EpochMetrics,
+    ManifestFile,
+    OwnerRecord,
+    ProgressReport,
+    TrainingMetrics,
+)
 from kubetune.api.v1alpha1.trainer_config import TrainerConfig
 
 KINDS = {"FineTuneJob": FineTuneJob, "ModelHub": ModelHub}
 
 __all__ = [
     "API_VERSION",
+    "ArtifactManifest",
     "GROUP",
     "KINDS",
     "VERSION",
+    "EpochMetrics",
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
@@ -30,12 +41,16 @@ __all__ = [
     "HubRef",
     "HyperparameterOverrides",
     "Hyperparameters",
+    "ManifestFile",
     "ModelHub",
     "ModelHubSpec",
     "ModelHubStatus",
+    "OwnerRecord",
+    "ProgressReport",
     "ResolvedHyperparameters",
     "Resources",
     "SecretRef",
     "TrainerConfig",
+    "TrainingMetrics",
     "spec_update_problems",
 ]

@@ -15,14 +15,14 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.stub import Stubber
 
-from kubetune_trainer.runtime import Runtime
-from kubetune_trainer.storage import (
+from kubetune.storage import (
     COMPLETE_SUFFIX,
     S3Store,
     StorageError,
     join_uri,
     open_store,
 )
+from kubetune_trainer.runtime import Runtime
 from tests.support.s3 import (  # noqa: F401 (fixtures, requested by name)
     SECRET,
     make_bucket,
