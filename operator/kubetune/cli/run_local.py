@@ -101,7 +101,8 @@ def run(args) -> int:
         print(f"kubetune: {said}", file=sys.stderr)
         return 128 + outcome.signals[0]
     if outcome.code != 0:
-        return trainer_failed(outcome.code, report, log_path)
+        said = launch.exit_message(workdir, outcome.code)
+        return trainer_failed(outcome.code, report, log_path, said)
     if finished_before:
         print(
             f"kubetune: {plan.output_uri} holds this job's finished artifacts already; to train "
@@ -128,10 +129,13 @@ def check_local_sources(plan) -> None:
             raise LocalError(f"{what}: {uri}: no such file or folder on this machine")
 
 
-def trainer_failed(code: int, report: ProgressReport | None, log_path: Path) -> int:
-    """A problem to fix (exit 2 or 3): the trainer's one line on it, from progress.json. Else, or
-    when it could not write there (its output unreachable, or killed), the log's end."""
-    said = report.message if report is not None and report.state == "failed" else None
+def trainer_failed(
+    code: int, report: ProgressReport | None, log_path: Path, recorded: str | None = None
+) -> int:
+    """A problem to fix (exit 2 or 3): the trainer's one line on it, from progress.json, else
+    from its exit record (a problem found before the output was claimed). Else, or when it
+    wrote neither (killed), the log's end."""
+    said = report.message if report is not None and report.state == "failed" else recorded
     if said and code in (ExitCode.USER_ERROR, ExitCode.RETRIES_EXHAUSTED):
         return fail(said)
     log = log_path.read_text(errors="replace")

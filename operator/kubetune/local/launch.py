@@ -9,6 +9,7 @@ it from the terminal too, and a worker's second SIGINT means "stop at once, no c
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -60,6 +61,24 @@ def trainer_command(module: str, config: Path, gpus: int) -> list[str]:
     return [sys.executable, *launcher, *trainer]
 
 
+def exit_dir(scratch: Path) -> Path:
+    """Where each trainer rank records how it ended: {"rank", "code", "message"} per rank."""
+    return scratch / "exits"
+
+
+def exit_message(scratch: Path, code: int) -> str | None:
+    """The message a rank recorded with exit `code`: the trainer's one line on a problem
+    found before it could write progress.json (a bad part, an unreachable output)."""
+    for path in sorted(exit_dir(scratch).glob("rank-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("code") == code and record.get("message"):
+            return str(record["message"])
+    return None
+
+
 @dataclass
 class Outcome:
     code: int  # the trainer's exit status (negative: killed by that signal)
@@ -77,7 +96,15 @@ def run(
     """Run the trainer with KUBETUNE_SCRATCH=scratch, output to log_path, calling tick() about
     every `interval` seconds until it exits. The first stop request is passed on (torchrun
     gets SIGTERM, which it forwards to every worker once); the second kills the trainer."""
-    env = {**os.environ, "KUBETUNE_SCRATCH": str(scratch), "PYTHONUNBUFFERED": "1"}
+    exits = exit_dir(scratch)
+    shutil.rmtree(exits, ignore_errors=True)
+    exits.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "KUBETUNE_SCRATCH": str(scratch),
+        "KUBETUNE_EXIT_DIR": str(exits),
+        "PYTHONUNBUFFERED": "1",
+    }
     outcome = Outcome(code=0)
     process: subprocess.Popen | None = None
 
