@@ -163,7 +163,8 @@ MISTAKES = {
     "unknown callback": (
         {"callbacks": [{"name": "stop-at-los"}]},
         "spec.trainer.callbacks[0].name: unknown callback 'stop-at-los' (known: checkpointer, "
-        "early-stopping, log, loss-curve, mlflow, progress, stop-at-loss, stop-on-signal, tensorboard",
+        "early-stopping, log, loss-curve, mlflow, progress, stop-at-loss, stop-on-signal, "
+        "tensorboard",
     ),
     "bad callback options": (
         {"callbacks": [{"name": "stop-at-loss", "options": {"threshold": 0, "windw": 3}}]},
