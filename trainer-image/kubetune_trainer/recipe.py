@@ -193,6 +193,8 @@ def fit(recipe: Recipe) -> None:
             control = Control()
             walk(recipe.callbacks, "on_step", recipe, event, control)
             act(recipe, agreed(control, runtime), "interval")
+            if recipe.stopped_early is not None:
+                break  # the partial epoch is still evaluated: its weights may be the best
 
         eval_loss = evaluate(recipe)
         state.history.append(
@@ -244,7 +246,7 @@ def act(recipe: Recipe, control: Control, reason: str) -> None:
         raise Stopped(control.signal, recipe.state.step)
     if control.stop is not None:
         log.info("%s", control.stop)
-        recipe.stopped_early = control.stop
+        recipe.stopped_early = recipe.stopped_early or control.stop
 
 
 def checkpoint_event(recipe: Recipe, uri: str | None, reason: str) -> CheckpointEvent:
