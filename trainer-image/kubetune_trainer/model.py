@@ -61,15 +61,28 @@ def load_tokenizer(model_dir: Path):
 def load_model(
     model_dir: Path, hp: Hyperparameters, device: torch.device, dtype: torch.dtype | None = None
 ) -> PreTrainedModel:
-    """The base model, frozen, on `device` (in `dtype`, else the device's compute dtype), with
-    LoRA adapters to train."""
+    """The base causal LM, frozen, on `device` (in `dtype`, else the device's compute dtype),
+    with LoRA adapters to train."""
+    config = read_config(model_dir)
+    modules = target_modules(config.model_type, hp)
+    return with_lora(
+        AutoModelForCausalLM, model_dir, config, hp, device, dtype, "CAUSAL_LM", modules
+    )
+
+
+def read_config(model_dir: Path):
     if not (model_dir / "config.json").exists():
         raise ModelError(f"{model_dir}: no config.json (expected a Hugging Face model folder)")
-    config = AutoConfig.from_pretrained(model_dir)
+    return AutoConfig.from_pretrained(model_dir)
+
+
+def with_lora(auto_class, model_dir, config, hp, device, dtype, task_type: str, modules):
+    """`auto_class.from_pretrained(model_dir)` frozen on `device`, with LoRA on `modules`:
+    the loading every model family shares (dtype, int8, gradient checkpointing, the log)."""
     options = {"dtype": dtype or compute_dtype(device)}
     if hp.int8_quantization:
         options.update(int8_options(device))
-    base = AutoModelForCausalLM.from_pretrained(model_dir, **options)
+    base = auto_class.from_pretrained(model_dir, **options)
     if not hp.int8_quantization:
         base.to(device)
     if hp.gradient_checkpointing:
@@ -79,8 +92,8 @@ def load_model(
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,
-        target_modules=target_modules(config.model_type, hp),
-        task_type="CAUSAL_LM",
+        target_modules=modules,
+        task_type=task_type,
     )
     model = get_peft_model(base, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -92,7 +105,7 @@ def load_model(
         f"{trainable:,}",
         100 * trainable / total,
         hp.lora_r,
-        ", ".join(lora.target_modules),
+        ", ".join(sorted(lora.target_modules)),
     )
     return model
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
-from transformers import AutoConfig, AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM
 
 from kubetune.api.v1alpha1 import Hyperparameters
 from kubetune_trainer.formats.samples import IGNORE_INDEX, Sample
-from kubetune_trainer.model import ModelError, compute_dtype, int8_options
+from kubetune_trainer.model import ModelError, read_config, with_lora
 from kubetune_trainer.models import MODELS, ModelFamily
 from kubetune_trainer.registry import NoOptions
 
@@ -79,40 +78,18 @@ def load(
 ):
     """The base model, frozen, on `device`, with LoRA adapters to train; its loss honours
     `num_items_in_batch` as transformers' causal models do."""
-    if not (model_dir / "config.json").exists():
-        raise ModelError(f"{model_dir}: no config.json (expected a Hugging Face model folder)")
-    config = AutoConfig.from_pretrained(model_dir)
+    config = read_config(model_dir)
     if config.decoder_start_token_id != config.pad_token_id:
         # collate starts the decoder with the pad token, as every T5 does.
         raise ModelError(
             f"{model_dir}: decoder_start_token_id {config.decoder_start_token_id} is not the "
             f"pad token {config.pad_token_id}; seq2seq-lm trains T5-style models"
         )
-    kwargs = {"dtype": dtype or compute_dtype(device)}
-    if hp.int8_quantization:
-        kwargs.update(int8_options(device))
-    base = AutoModelForSeq2SeqLM.from_pretrained(model_dir, **kwargs)
-    if not hp.int8_quantization:
-        base.to(device)
-    if hp.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.enable_input_require_grads()
-    lora = LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=target_modules(config.model_type, hp),
-        task_type="SEQ_2_SEQ_LM",
+    modules = target_modules(config.model_type, hp)
+    model = with_lora(
+        AutoModelForSeq2SeqLM, model_dir, config, hp, device, dtype, "SEQ_2_SEQ_LM", modules
     )
-    model = get_peft_model(base, lora)
     model.register_forward_hook(_loss_over_items, with_kwargs=True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model %s: %s parameters, %s trainable (%.2f%%) with LoRA r=%d on %s",
-        config.model_type, f"{total:,}", f"{trainable:,}", 100 * trainable / total, hp.lora_r,
-        ", ".join(sorted(lora.target_modules)),
-    )  # fmt: skip
     return model
 
 
