@@ -22,7 +22,7 @@ def test_committed_crd_matches_the_types(crd):
 def test_committed_trainer_config_schema_matches_the_types():
     import json
 
-    from kubetune.cli.generate import trainer_config_schema
+    from kubetune.cli.crds_cmd import trainer_config_schema
 
     committed = REPO / "docs" / "trainer-config.schema.json"
     assert json.loads(committed.read_text()) == trainer_config_schema(), (

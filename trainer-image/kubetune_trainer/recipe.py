@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, get_scheduler
 
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
-from kubetune.api.v1alpha1.outputs import METRICS
+from kubetune.api.v1alpha1.outputs import METRICS, PROMPT
 from kubetune.storage import join_uri, open_store
 from kubetune_trainer import checkpoint, distributed, inputs, resume
 from kubetune_trainer.artifacts import claim_output
@@ -72,6 +72,7 @@ class Recipe:
     optimizer: Any = None
     scheduler: Any = None
     samples: int = 0  # training samples before packing
+    prompt: Any = None  # PromptFormat of the data, written as prompt.json
     steps_per_epoch: int = 0
     total_steps: int = 0
     state: TrainState = field(default_factory=TrainState)
@@ -126,6 +127,7 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     torch.manual_seed(hp.seed + runtime.rank)  # each rank its own dropout
     schedule(recipe)
     recipe.samples = len(splits.train)
+    recipe.prompt = splits.prompt
     log.info(
         "training: %d rows (%d samples) on %d rank(s) x %d epochs = %d steps; "
         "%d validation samples",
@@ -280,6 +282,8 @@ def export(recipe: Recipe) -> TrainingMetrics:
 
         def write(folder: Path) -> None:
             walk(recipe.callbacks, "on_end", recipe, EndEvent(metrics, folder))
+            if recipe.prompt is not None:
+                (folder / PROMPT).write_text(recipe.prompt.model_dump_json(indent=2))
             recipe.family.part.export(final, recipe.tokenizer, folder, hp)  # merges in place
 
         needed = model_bytes(final, hp)

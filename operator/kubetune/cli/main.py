@@ -4,7 +4,15 @@ import argparse
 import sys
 
 from kubetune import __version__
-from kubetune.cli import generate, operator_cmd, render_cmd, report, run_local, validate
+from kubetune.cli import (
+    crds_cmd,
+    generate_cmd,
+    operator_cmd,
+    render_cmd,
+    report,
+    run_local,
+    validate,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,11 +23,12 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"kubetune {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate.register(commands)
-    generate.register(commands)
+    crds_cmd.register(commands)
     operator_cmd.register(commands)
     run_local.register(commands)
     render_cmd.register(commands)
     report.register(commands)
+    generate_cmd.register(commands)
     return top
 
 

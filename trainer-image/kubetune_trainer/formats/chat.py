@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.v1alpha1 import Hyperparameters, PromptFormat
 from kubetune_trainer.formats import FORMATS, Channels, DataFormat
 from kubetune_trainer.formats.chat_templates import CHATML, NAMED
 from kubetune_trainer.formats.encoder import Encoder, effective_max_length
@@ -54,17 +54,20 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: ChatOption
         train = chat_samples(train, encoder, template, max_length, f"{channels.train}")
         val = chat_samples(val, encoder, template, max_length, source)
     log.info("chat: %s template, loss on assistant turns", name)
-    return splits(train, val, max_length)
+    return splits(train, val, max_length, PromptFormat(data_format="chat", chat_template=template))
 
 
-def choose_template(tokenizer, choice: str | None) -> tuple[str, str]:
-    """(name, Jinja source) of the template to render with."""
+def choose_template(
+    tokenizer, choice: str | None, setting: str = "the chat format's options.template"
+) -> tuple[str, str]:
+    """(name, Jinja source) of the template to render with; `setting` names the choice in
+    errors."""
     own = getattr(tokenizer, "chat_template", None)
     if choice == "tokenizer" or (choice is None and own):
         if not own:
             raise DataError(
-                "chat format: options.template is 'tokenizer', but the model's tokenizer has no "
-                f"chat template; choose one of {', '.join(NAMED)} (unset: ChatML)"
+                f"{setting} is 'tokenizer', but the model's tokenizer has no chat template; "
+                f"choose one of {', '.join(NAMED)}"
             )
         return "the tokenizer's", tokenizer.get_chat_template()
     named = NAMED[choice] if choice else CHATML

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.v1alpha1 import Hyperparameters, PromptFormat
 from kubetune_trainer.formats import FORMATS, Channels, DataFormat
 from kubetune_trainer.formats.encoder import Encoder, effective_max_length, require_eos
 from kubetune_trainer.formats.files import json_records, read_text, visible_files
@@ -28,7 +28,7 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
         if channels.validation:
             val = domain_blocks(channels.validation, encoder, max_length)
         train, val = split_and_cap(train, val, hp, channels.train)
-    return splits(train, val, max_length)
+    return splits(train, val, max_length, PromptFormat(data_format="domain-adaptation"))
 
 
 def domain_blocks(folder: Path, encoder: Encoder, block_size: int) -> list[Sample]:

@@ -1,20 +1,32 @@
 """`instruction`: .jsonl records rendered through the train channel's template.json (else
 JumpStart's default template) into a prompt and a completion; the loss is on the completion
-and the EOS after it."""
+and the EOS after it. With the chat_template hyperparameter, the prompt becomes a user turn and
+the completion an assistant turn of a chat template (an instruct model's own format), the loss
+on the assistant turn, as the chat format does."""
 
 import logging
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.templates import CHAT_COMPLETION, CHAT_PROMPT
+from kubetune.api.v1alpha1 import Hyperparameters, PromptFormat
 from kubetune_trainer.formats import FORMATS, Channels, DataFormat
+from kubetune_trainer.formats.chat import chat_samples, choose_template
 from kubetune_trainer.formats.encoder import Encoder, effective_max_length, require_eos
 from kubetune_trainer.formats.files import json_lines, read_text, visible_files
 from kubetune_trainer.formats.samples import IGNORE_INDEX, DataError, Sample, Splits
 from kubetune_trainer.formats.split import split_and_cap, splits
-from kubetune_trainer.formats.templates import TEMPLATE_FILE, Template, load_template
+from kubetune_trainer.formats.templates import (
+    DEFAULT_COMPLETION,
+    DEFAULT_PROMPT,
+    TEMPLATE_FILE,
+    Template,
+    load_template,
+)
 from kubetune_trainer.registry import NoOptions
 
 log = logging.getLogger(__name__)
+
+DEFAULTS = (DEFAULT_PROMPT, DEFAULT_COMPLETION)  # JumpStart's, for plain text
 
 
 def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions) -> Splits:
@@ -22,14 +34,43 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
     max_length = effective_max_length(hp, tokenizer)
     require_eos(tokenizer)
     train_dir, validation_dir = channels.train, channels.validation
+    chat = hp.chat_template is not None
+    template = load_template(train_dir, (CHAT_PROMPT, CHAT_COMPLETION) if chat else DEFAULTS)
     with Encoder(tokenizer, hp.preprocessing_num_workers) as encoder:
-        template = load_template(train_dir)
         train = instruction_pairs(train_dir, template)
         val = instruction_pairs(validation_dir, template) if validation_dir else None
         train, val = split_and_cap(train, val, hp, train_dir)
-        train = instruction_samples(train, encoder, max_length, f"{train_dir}")
-        val = instruction_samples(val, encoder, max_length, f"{validation_dir or train_dir}")
-    return splits(train, val, max_length)
+        sources = f"{train_dir}", f"{validation_dir or train_dir}"
+        if chat:
+            name, jinja = choose_template(
+                tokenizer, hp.chat_template, "the chat_template hyperparameter"
+            )
+            train, val = (
+                chat_samples(as_turns(pairs), encoder, jinja, max_length, source)
+                for pairs, source in ((train, sources[0]), (val, sources[1]))
+            )
+            log.info("instruction: records as chat turns (%s template)", name)
+        else:
+            jinja = None
+            train = instruction_samples(train, encoder, max_length, sources[0])
+            val = instruction_samples(val, encoder, max_length, sources[1])
+    prompt = PromptFormat(
+        data_format="instruction",
+        prompt=template.prompt_text,
+        completion=template.completion_text,
+        chat_template=jinja,
+    )
+    return splits(train, val, max_length, prompt)
+
+
+def as_turns(pairs: list[tuple[str, str]]) -> list[tuple[str, list[dict[str, str]]]]:
+    """(where, messages) as the chat format renders them: the template's text, trimmed (the
+    chat template writes the separators)."""
+    return [
+        (f"record {n}", [{"role": "user", "content": p.strip()},
+                         {"role": "assistant", "content": c.strip()}])
+        for n, (p, c) in enumerate(pairs, start=1)
+    ]  # fmt: skip
 
 
 def instruction_pairs(folder: Path, template: Template) -> list[tuple[str, str]]:

@@ -4,6 +4,8 @@ validation, and the error a data problem raises."""
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from kubetune.api.v1alpha1 import PromptFormat
+
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss skips these labels
 
 
@@ -28,3 +30,5 @@ class Splits:
     train: list[Sample]
     validation: list[Sample]
     max_length: int  # no sample is longer (domain adaptation: every block is this long)
+    # How the records became text, for `kubetune generate` (prompt.json); None: not known.
+    prompt: PromptFormat | None = None

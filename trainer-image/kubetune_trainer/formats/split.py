@@ -6,7 +6,7 @@ import math
 import random
 from pathlib import Path
 
-from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.v1alpha1 import Hyperparameters, PromptFormat
 from kubetune_trainer.formats.samples import DataError, Sample, Splits
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,14 @@ def cap(items: list, limit: int) -> list:
     return items if limit == -1 else items[:limit]
 
 
-def splits(train: list[Sample], validation: list[Sample], max_length: int) -> Splits:
+def splits(
+    train: list[Sample],
+    validation: list[Sample],
+    max_length: int,
+    prompt: PromptFormat | None = None,
+) -> Splits:
     log.info(
         "data: %d train, %d validation samples (<= %d tokens)",
         len(train), len(validation), max_length,
     )  # fmt: skip
-    return Splits(train=train, validation=validation, max_length=max_length)
+    return Splits(train=train, validation=validation, max_length=max_length, prompt=prompt)

@@ -1,34 +1,29 @@
-"""Instruction templates (JumpStart's template.json) and the safe formatter that fills them."""
+"""Instruction templates (JumpStart's template.json) read from the train channel; parsing and
+filling are kubetune.api.templates, shared with `kubetune generate`."""
 
 import json
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.api import templates
 from kubetune.api.safeload import TEMPLATE, LoadError, read_bounded
+from kubetune.api.templates import DEFAULT_COMPLETION, DEFAULT_PROMPT, Parts, TemplateError
 from kubetune_trainer.formats.files import parse_json
 from kubetune_trainer.formats.samples import DataError
 
+__all__ = ["DEFAULT_COMPLETION", "DEFAULT_PROMPT", "TEMPLATE_FILE", "Template", "load_template"]
+
 TEMPLATE_FILE = "template.json"
-
-# JumpStart's default instruction template (Dolly-style records: instruction, context,
-# response), used when the training folder has no template.json.
-DEFAULT_PROMPT = (
-    "Below is an instruction that describes a task, paired with an input that provides further "
-    "context. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n"
-)
-DEFAULT_COMPLETION = " {response}"
-
-# A template is literal text interleaved with record field names (None: literal only).
-Parts = list[tuple[str, str | None]]
 
 
 @dataclass(frozen=True)
 class Template:
     prompt: Parts
     completion: Parts
-    path: Path | None  # None: the default template
+    path: Path | None  # None: a default template
+    # The format strings as written: what the artifacts record for `kubetune generate`.
+    prompt_text: str = ""
+    completion_text: str = ""
 
     @property
     def source(self) -> str:
@@ -36,33 +31,18 @@ class Template:
 
     def render(self, record: dict, where: str) -> tuple[str, str]:
         """(prompt, completion) for one record; `where` ("file, line N") goes into errors."""
-        return self._fill(self.prompt, record, where), self._fill(self.completion, record, where)
-
-    def _fill(self, parts: Parts, record: dict, where: str) -> str:
-        # Plain dictionary lookups, never str.format: a record cannot reach any attribute.
-        out = []
-        for literal, field in parts:
-            out.append(literal)
-            if field is None:
-                continue
-            if field not in record:
-                raise DataError(
-                    f"{where}: field {field!r} used by {self.source} is missing from the record"
-                )
-            value = record[field]
-            out.append("" if value is None else str(value))
-        return "".join(out)
+        try:
+            prompt = templates.fill(self.prompt, record, where, self.source)
+            return prompt, templates.fill(self.completion, record, where, self.source)
+        except TemplateError as err:
+            raise DataError(str(err)) from None
 
 
-def load_template(folder: Path) -> Template:
-    """The folder's template.json, else JumpStart's default template."""
+def load_template(folder: Path, default: tuple[str, str] = (DEFAULT_PROMPT, DEFAULT_COMPLETION)):
+    """The folder's template.json, else `default` (prompt, completion): JumpStart's."""
     path = folder / TEMPLATE_FILE
     if not path.is_file():
-        return Template(
-            prompt=parse_format(DEFAULT_PROMPT, "default prompt"),
-            completion=parse_format(DEFAULT_COMPLETION, "default completion"),
-            path=None,
-        )
+        return template_of(*default, path=None, source="default")
     try:
         spec = parse_json(read_bounded(path, TEMPLATE), unique_keys=True)
     except LoadError as e:
@@ -77,33 +57,21 @@ def load_template(folder: Path) -> Template:
         isinstance(spec.get(key), str) for key in ("prompt", "completion")
     ):
         raise DataError(f"{path}: needs a JSON object with string fields 'prompt' and 'completion'")
+    return template_of(spec["prompt"], spec["completion"], path=path, source=f"{path}:")
+
+
+def template_of(prompt: str, completion: str, path: Path | None, source: str) -> Template:
     return Template(
-        prompt=parse_format(spec["prompt"], f"{path}: prompt"),
-        completion=parse_format(spec["completion"], f"{path}: completion"),
+        prompt=parse_format(prompt, f"{source} prompt"),
+        completion=parse_format(completion, f"{source} completion"),
         path=path,
+        prompt_text=prompt,
+        completion_text=completion,
     )
 
 
 def parse_format(text: str, source: str) -> Parts:
-    """Split a format string into parts, refusing anything but `{plain_field_name}`.
-
-    Attribute and index lookups (`{x.__class__}`, `{x[0]}`), positional fields (`{0}`, `{}`),
-    conversions (`{x!r}`) and format specs (`{x:>9}`, which may nest fields) are refused:
-    str.format on them could expose object internals, and a template has no need for them.
-    """
     try:
-        pieces = list(string.Formatter().parse(text))
-    except ValueError as e:
-        reason = f"invalid format string ({e}); write {{{{ and }}}} for literal braces"
-        raise DataError(f"{source}: {reason}") from None
-    parts: Parts = []
-    for literal, field, spec, conversion in pieces:
-        if field is not None and (not field.isidentifier() or spec or conversion):
-            placeholder = "{" + field + (f"!{conversion}" if conversion else "")
-            placeholder += (f":{spec}" if spec else "") + "}"
-            raise DataError(
-                f"{source}: unsafe placeholder {placeholder}; only plain field names such as "
-                "{instruction} are allowed"
-            )
-        parts.append((literal, field))
-    return parts
+        return templates.parse_format(text, source)
+    except TemplateError as err:
+        raise DataError(str(err)) from None

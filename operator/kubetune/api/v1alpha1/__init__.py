@@ -21,6 +21,7 @@ from kubetune.api.v1alpha1.outputs import (
     ManifestFile,
     OwnerRecord,
     ProgressReport,
+    PromptFormat,
     TrainingMetrics,
 )
 from kubetune.api.v1alpha1.trainer_config import TrainerConfig
@@ -47,6 +48,7 @@ __all__ = [
     "ModelHubStatus",
     "OwnerRecord",
     "ProgressReport",
+    "PromptFormat",
     "ResolvedHyperparameters",
     "Resources",
     "SecretRef",

@@ -45,6 +45,13 @@ class Hyperparameters(Strict):
         description="Instruction tuning from .jsonl records (loss on completions only) instead "
         "of domain adaptation on plain text. Default: false.",
     )
+    chat_template: Literal["tokenizer", "chatml", "llama3"] | None = Field(
+        None,
+        description="Instruction tuning: render each record as a user turn and an assistant "
+        "turn through a chat template: `tokenizer` (the model's own; an instruct model's "
+        "format), `chatml` or `llama3`; the loss is on the assistant turn. Unset: the plain "
+        "template.json text. Default: unset.",
+    )
     per_device_train_batch_size: int = Field(
         4, ge=1, description="Training sequences per accelerator per step. Default: 4."
     )

@@ -9,6 +9,7 @@ docs/trainer-config.md ("Outputs a trainer writes") documents them for custom tr
     OUTPUT/merged/           base model with the adapter merged (merge_weights)
     OUTPUT/metrics.json      TrainingMetrics of the best epoch, and every epoch's
     OUTPUT/config.json       the TrainerConfig of the run
+    OUTPUT/prompt.json       PromptFormat: how records became text, for `kubetune generate`
     OUTPUT/loss_curve.png    and loss_curve.csv
     OUTPUT/MANIFEST.json     ArtifactManifest, written last: its presence means complete
 
@@ -36,6 +37,7 @@ METRICS = "metrics.json"
 MANIFEST = "MANIFEST.json"
 OWNER = "job.json"
 CONFIG = "config.json"
+PROMPT = "prompt.json"
 LOSS_CURVE_PNG = "loss_curve.png"
 LOSS_CURVE_CSV = "loss_curve.csv"
 ADAPTER = "adapter"  # folders: `join_uri(uri, ADAPTER, "")` is adapter/
@@ -176,6 +178,27 @@ class TrainingMetrics(OutputFile):
         None,
         description="Why training ended before the last epoch (early stopping, a callback's "
         "request); unset when every epoch ran.",
+    )
+
+
+class PromptFormat(OutputFile):
+    """prompt.json: how the data format turned records into text, so that a prompt given to
+    the tuned model (`kubetune generate`) is rendered exactly as its training data was."""
+
+    data_format: str = Field(description="The data format's name, e.g. instruction.")
+    prompt: str | None = Field(
+        None,
+        description="Instruction format: the template's prompt format string over record "
+        "fields, e.g. `{instruction}\\n\\n{context}`.",
+    )
+    completion: str | None = Field(
+        None, description="Instruction format: the template's completion format string."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="The chat template (Jinja, as transformers' apply_chat_template takes it) "
+        "the prompt was rendered through as a user turn; unset: plain text, the tokenizer's "
+        "special tokens added.",
     )
 
 
