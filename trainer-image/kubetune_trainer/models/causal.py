@@ -6,12 +6,15 @@ from pathlib import Path
 from kubetune_trainer import batches
 from kubetune_trainer import model as causal_model
 from kubetune_trainer.models import MODELS, ModelFamily
+from kubetune_trainer.models.label_loss import LabelPositionsLoss
 from kubetune_trainer.packing import one_per_row, pack
 from kubetune_trainer.registry import NoOptions
 
 
 def load(model_dir: Path, hp, device, dtype, options):
-    return causal_model.load_model(model_dir, hp, device, dtype=dtype)
+    model = causal_model.load_model(model_dir, hp, device, dtype=dtype)
+    LabelPositionsLoss(model)  # on the peft model: the outermost module the step calls
+    return model
 
 
 def rows(samples, hp, max_length: int, packed: bool):
