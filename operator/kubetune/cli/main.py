@@ -4,7 +4,15 @@ import argparse
 import sys
 
 from kubetune import __version__
-from kubetune.cli import generate, operator_cmd, render_cmd, report, run_local, validate
+from kubetune.cli import (
+    generate,
+    operator_cmd,
+    render_cmd,
+    report,
+    run_local,
+    serving_cmd,
+    validate,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     run_local.register(commands)
     render_cmd.register(commands)
     report.register(commands)
+    serving_cmd.register(commands)
     return top
 
 
