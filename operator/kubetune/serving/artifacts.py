@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from kubetune.api.v1alpha1 import TrainerConfig
+from kubetune.api.v1alpha1.common import PATTERN_RULES
 from kubetune.api.v1alpha1.finetunejob import MAX_NAME_LENGTH, NAME_PATTERN
 from kubetune.api.v1alpha1.outputs import ADAPTER, CONFIG, MERGED, ArtifactManifest
 from kubetune.local import summary
@@ -82,7 +83,8 @@ def read_finished(uri: str) -> FinishedJob:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(map(str, first["loc"])) or "(file)"
-        raise LocalError(f"{config_uri}: not a TrainerConfig: {where}: {first['msg']}") from None
+        rule = PATTERN_RULES.get(first.get("ctx", {}).get("pattern"), first["msg"])
+        raise LocalError(f"{config_uri}: not a TrainerConfig: {where}: {rule}") from None
     return FinishedJob(join_uri(uri, ""), outputs.manifest, config)
 
 
