@@ -69,6 +69,9 @@ GROUPS = {
         "jobset": "sigs.k8s.io/jobset",
     }, also={"JOBSET": "sigs.k8s.io/jobset"}),
 }
+# Modules whose files the tests read but that build no binary: versions.env key -> module.
+# Their pins do not key the binary cache, so a new one rebuilds nothing.
+SOURCES = {"KSERVE": "github.com/kserve/kserve"}
 # setup-envtest's folder (KUBEBUILDER_ASSETS) provides these; then they are not built.
 ENVTEST_BINARIES = ("kube-apiserver", "etcd")
 
@@ -98,7 +101,9 @@ def envtest_assets() -> Path | None:
 
 def cache_dir() -> Path:
     """~/.cache/kubetune/cluster/<hash of the pins>: a new pin never reuses an old binary."""
-    digest = hashlib.sha256(VERSIONS_FILE.read_bytes())
+    lines = VERSIONS_FILE.read_text().splitlines(keepends=True)
+    built = "".join(line for line in lines if line.split("=", 1)[0].strip() not in SOURCES)
+    digest = hashlib.sha256(built.encode())
     for path in sorted(GO_MODULES.glob("*/go.*")):
         digest.update(path.relative_to(HERE).as_posix().encode() + b"\0" + path.read_bytes())
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -212,13 +217,22 @@ def sync() -> None:
 def module_dir(group_name: str, version_key: str | None = None) -> Path:
     """The source tree of the group's module, or of its pin `version_key` (JOBSET in the
     trainer group), in the Go module cache (downloaded if needed)."""
-    go = go_command()
-    if not go:
-        raise BuildError(f"no Go toolchain to find the {group_name} module's files")
     group = GROUPS[group_name]
     key = version_key or group.version_key
-    spec = f"{group.pins()[key]}@{versions()[key]}"
-    result = subprocess.run([go, "mod", "download", "-json", spec], cwd=GO_MODULES / group_name,
+    return _download(f"{group.pins()[key]}@{versions()[key]}", GO_MODULES / group_name)
+
+
+@functools.cache
+def source_dir(version_key: str) -> Path:
+    """The source tree of a module of SOURCES (KSERVE ...) at its pin, in the Go module cache."""
+    return _download(f"{SOURCES[version_key]}@{versions()[version_key]}", HERE)
+
+
+def _download(spec: str, cwd: Path) -> Path:
+    go = go_command()
+    if not go:
+        raise BuildError(f"no Go toolchain to download {spec}")
+    result = subprocess.run([go, "mod", "download", "-json", spec], cwd=cwd,
                             capture_output=True, text=True)
     info = json.loads(result.stdout or "{}")
     if result.returncode != 0 or "Dir" not in info:

@@ -54,8 +54,13 @@ def structural_problems(schema: dict[str, Any], path: str = "openAPIV3Schema") -
     if schema.get("x-kubernetes-list-type") == "map":
         items = schema.get("items", {})
         for key in schema.get("x-kubernetes-list-map-keys", []):
-            if key not in items.get("required", []):
-                found.append(f"{path}.x-kubernetes-list-map-keys: Invalid value: {key!r}: required")
+            # The API server lets an item omit a key that has a default (ports' protocol: TCP).
+            defaulted = "default" in items.get("properties", {}).get(key, {})
+            if key not in items.get("required", []) and not defaulted:
+                found.append(
+                    f"{path}.x-kubernetes-list-map-keys: Invalid value: {key!r}: must be "
+                    "required or have a default"
+                )
     metadata = schema.get("properties", {}).get("metadata", {}) if path == "openAPIV3Schema" else {}
     if set(metadata.get("properties", {})) - {"name", "generateName"}:
         found.append(f"{path}.properties.metadata: Forbidden: only name and generateName")

@@ -95,6 +95,25 @@ def test_int_or_string_is_structural() -> None:
     assert structural_problems({"type": "object", "properties": {"cpu": quantity}}) == []
 
 
+def test_a_list_map_key_with_a_default_need_not_be_required() -> None:
+    """As the API server allows (a container's ports are keyed by containerPort and protocol,
+    whose default is TCP): KServe's InferenceService CRD is built that way."""
+    ports = {
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["containerPort", "protocol"],
+        "items": {
+            "type": "object",
+            "required": ["containerPort"],
+            "properties": {
+                "containerPort": {"type": "integer"},
+                "protocol": {"type": "string", "default": "TCP"},
+            },
+        },
+    }
+    assert structural_problems({"type": "object", "properties": {"ports": ports}}) == []
+
+
 @pytest.mark.parametrize("cel", ["self.x ==", "self.url.isURL()", "quantity(self.q) > 1"])
 def test_rules_outside_standard_cel_fail_at_construction(cel: str) -> None:
     with pytest.raises(Exception):  # noqa: B017 - a parse error or our ValueError

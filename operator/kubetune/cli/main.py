@@ -11,6 +11,7 @@ from kubetune.cli import (
     render_cmd,
     report,
     run_local,
+    serving_cmd,
     validate,
 )
 
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     render_cmd.register(commands)
     report.register(commands)
     generate_cmd.register(commands)
+    serving_cmd.register(commands)
     return top
 
 
