@@ -155,6 +155,7 @@ def chat_samples(
     template: str,
     max_length: int,
     source: str,
+    unit: str = "conversations",
 ) -> list[Sample]:
     samples, dropped, truncated = [], 0, 0
     for start in range(0, len(records), CHUNK):
@@ -181,13 +182,13 @@ def chat_samples(
             samples.append(Sample(input_ids=input_ids, labels=labels))
     if dropped or truncated:
         log.warning(
-            "%s: %d of %d conversations dropped (no assistant token within %d tokens), %d "
-            "truncated to %d tokens (max_input_length)",
-            source, dropped, len(records), max_length, truncated, max_length,
+            "%s: %d of %d %s dropped (no assistant token within %d tokens), %d truncated to %d "
+            "tokens (max_input_length)",
+            source, dropped, len(records), unit, max_length, truncated, max_length,
         )  # fmt: skip
     if not samples:
         raise DataError(
-            f"{source}: no sample left: none of the {len(records)} conversations has an "
+            f"{source}: no sample left: none of the {len(records)} {unit} has an "
             f"assistant token within {max_length} tokens (max_input_length)"
         )
     return samples

@@ -46,7 +46,7 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
                 tokenizer, hp.chat_template, "the chat_template hyperparameter"
             )
             train, val = (
-                chat_samples(as_turns(pairs), encoder, jinja, max_length, source)
+                chat_samples(as_turns(pairs), encoder, jinja, max_length, source, "records")
                 for pairs, source in ((train, sources[0]), (val, sources[1]))
             )
             log.info("instruction: records as chat turns (%s template)", name)
