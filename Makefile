@@ -28,13 +28,13 @@ HUB := --hub examples/quickstart/hub.yaml
 # ~/.cache/kubetune/models/ (KUBETUNE_MODEL_CACHE moves it), instruction-tuned on the
 # made-up ops desk of examples/quickstart/data/ops-desk/ (facts and an answer style), then
 # asked the questions of data/held-out.jsonl, base model vs tuned.
-# PLACEHOLDER: the two echo lines naming `kubetune generate` become that command itself.
 demo: install
 	@start=$$(date +%s); export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}; \
 	$(BIN)/python -m kubetune.demo --dir $(QUICKSTART) --model smollm2 && \
 	$(BIN)/kubetune run examples/quickstart/ops-desk.yaml $(HUB) --local && \
-	echo "PLACEHOLDER: base vs tuned on the held-out questions, once kubetune generate exists:" && \
-	echo "  $(BIN)/kubetune generate file://$(QUICKSTART)/out/ops-desk/ --compare --prompts $(QUICKSTART)/data/held-out.jsonl" && \
+	echo && echo "Held-out questions, base model vs tuned (kubetune generate --compare):" && \
+	$(BIN)/kubetune generate file://$(QUICKSTART)/out/ops-desk/ --compare \
+	  --prompts $(QUICKSTART)/data/held-out.jsonl --max-new-tokens 48 && \
 	echo && echo "make demo: SmolLM2-135M-Instruct tuned in $$(( $$(date +%s) - start )) s." && \
 	echo "Artifacts (adapter/, merged/, metrics.json, MANIFEST.json): $(QUICKSTART)/out/ops-desk/" && \
 	echo "Loss curve: $(QUICKSTART)/out/ops-desk/loss_curve.png" && \

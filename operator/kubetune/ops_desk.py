@@ -14,16 +14,10 @@ TEMPLATE_FILE = Path("data/ops-desk/template.json")
 # Outside the training folder: the trainer reads every .jsonl file in it.
 HELD_OUT_FILE = Path("data/held-out.jsonl")
 
-# SmolLM2-Instruct's own chat template (ChatML with its default system line), written out:
-# the tuned model is asked as the base one is, and the loss is on the answer and <|im_end|>.
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-TEMPLATE = {
-    "prompt": (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
-        "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
-    ),
-    "completion": "{response}",
-}
+# The question is the user turn and the answer the assistant turn of the model's own chat
+# template (the job's chat_template: tokenizer; SmolLM2's adds its default system line): the
+# tuned model is asked as the base one is, and the loss is on the answer and <|im_end|>.
+TEMPLATE = {"prompt": "{instruction}", "completion": "{response}"}
 
 # Every answer opens with the tag and closes with the sign-off: the style to learn.
 TAG = "[ops-desk]"
