@@ -1,5 +1,5 @@
 """kubetune.io/v1alpha1: FineTuneJob, ModelHub, and the trainer's contracts: TrainerConfig in, the
-output files (progress.json, metrics.json, MANIFEST.json, job.json) out."""
+output files (progress.json, metrics.json, samples.jsonl, MANIFEST.json, job.json) out."""
 
 from kubetune.api.v1alpha1.base import API_VERSION, GROUP, VERSION
 from kubetune.api.v1alpha1.common import HubRef, Resources, SecretRef
@@ -21,6 +21,7 @@ from kubetune.api.v1alpha1.outputs import (
     ManifestFile,
     OwnerRecord,
     ProgressReport,
+    SampleAnswer,
     TrainingMetrics,
 )
 from kubetune.api.v1alpha1.trainer_config import TrainerConfig
@@ -48,6 +49,7 @@ __all__ = [
     "OwnerRecord",
     "ProgressReport",
     "ResolvedHyperparameters",
+    "SampleAnswer",
     "Resources",
     "SecretRef",
     "TrainerConfig",
