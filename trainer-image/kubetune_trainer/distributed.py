@@ -79,9 +79,11 @@ def trainable_state(model, optimizer) -> tuple[dict, dict]:
 
 
 def trainable_weights(model) -> dict:
-    """Full trainable weights by parameter name, e.g. to keep the best epoch's. Collective
-    under FSDP; complete on rank 0."""
-    return only_trainable(model, get_model_state_dict(model, options=FULL_TRAINABLE))
+    """Full trainable weights by parameter name, e.g. to keep the best epoch's: a copy, as
+    the state dict of a model on CPU holds the live parameters, which later steps change.
+    Collective under FSDP; complete on rank 0."""
+    weights = only_trainable(model, get_model_state_dict(model, options=FULL_TRAINABLE))
+    return {name: tensor.clone() for name, tensor in weights.items()}
 
 
 def only_trainable(model, weights: dict) -> dict:
