@@ -29,7 +29,11 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
         train, val = split_and_cap(train, val, hp, train_dir)
         train = instruction_samples(train, encoder, max_length, f"{train_dir}")
         val = instruction_samples(val, encoder, max_length, f"{validation_dir or train_dir}")
-    return splits(train, val, max_length)
+        test = None
+        if channels.test:
+            pairs = instruction_pairs(channels.test, template)
+            test = instruction_samples(pairs, encoder, max_length, f"{channels.test}")
+    return splits(train, val, max_length, test)
 
 
 def instruction_pairs(folder: Path, template: Template) -> list[tuple[str, str]]:
