@@ -95,7 +95,9 @@ def load_trainable_weights(model, weights: dict | None, runtime: Runtime) -> Non
     if runtime.world_size == 1:
         model.load_state_dict(weights, strict=False)
         return
-    set_model_state_dict(model, weights if runtime.is_main else {}, options=FROM_RANK0)
+    # A copy: set_model_state_dict fills the dict it is given with the model's own (sharded)
+    # tensors, and the caller keeps `weights` to export.
+    set_model_state_dict(model, dict(weights) if runtime.is_main else {}, options=FROM_RANK0)
 
 
 def only_trainable(model, weights: dict) -> dict:
