@@ -20,6 +20,7 @@ from kubetune.api.v1alpha1 import (
     ManifestFile,
     OwnerRecord,
     ProgressReport,
+    SampleAnswer,
     TrainerConfig,
     TrainingMetrics,
 )
@@ -86,11 +87,12 @@ def test_every_output_file_and_field_is_documented():
     text = section((REPO / "docs" / "trainer-config.md").read_text(), "Outputs a trainer writes")
     named = set(re.findall(r"`([^`]+)`", text))
     kinds = (ProgressReport, TrainingMetrics, EpochMetrics, ArtifactManifest, ManifestFile)
-    kinds += (OwnerRecord,)
+    kinds += (OwnerRecord, SampleAnswer)
     fields = {f for kind in kinds for f in [*kind.model_fields, *kind.model_computed_fields]}
     files = {v for k, v in vars(output_layout).items() if k.isupper() and isinstance(v, str)}
     files = {f if "." in f else f"{f}/" for f in files}
     documented = {"ProgressReport", "TrainingMetrics", "ArtifactManifest", "OwnerRecord"}
+    documented |= {"SampleAnswer"}
     missing = (fields | files | documented) - named
     assert not missing, f"not in docs/trainer-config.md's outputs: {sorted(missing)}"
     first = table(text, "| field | type | what |")  # progress.json's

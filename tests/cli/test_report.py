@@ -12,7 +12,7 @@ import pytest
 from kubetune.storage import open_store
 from kubetune_trainer.train import train
 from tests.support.s3 import make_bucket, s3_endpoint_fixture, s3_server_fixture  # noqa: F401
-from tests.support.training import config_for, make_job, runtime
+from tests.support.training import config_for, hold_out, make_job, runtime, with_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +57,36 @@ def test_the_table_of_a_finished_job(finished):
         assert any(line.split()[:1] == [f["path"]] for line in lines), f["path"]
     assert lines[-1].startswith(f"  {len(manifest['files'])} files, ")
     assert kubetune("report", finished).stdout == result.stdout  # a plain folder works too
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory) -> Path:
+    """The output folder of a one-epoch run with a test channel."""
+    root = make_job(tmp_path_factory.mktemp("tested"), samples=60)
+    held = hold_out(root, 8)
+    config = with_data(config_for(root, epoch=1, merge_weights=False), test=held)
+    train(config, runtime(root))
+    return root / "out"
+
+
+def test_the_test_figures_and_sample_answers(tested, finished):
+    result = kubetune("report", tested)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tested / "metrics.json").read_text())
+    samples = [json.loads(line) for line in (tested / "samples.jsonl").read_text().splitlines()]
+    lines = result.stdout.splitlines()
+    figures = f"test loss {metrics['test_loss']:.4f}   perplexity {metrics['test_perplexity']:.2f}"
+    assert f"{figures}   (8 test samples, the best epoch's weights)" in lines
+    start = lines.index("sample answers (samples.jsonl, greedy):")
+    shown = lines[start + 1 : start + 1 + 3 * len(samples)]
+    assert len(samples) == 5 and len(shown) == 15
+    for i, sample in enumerate(samples):
+        prompt, reference, answer = shown[3 * i : 3 * i + 3]
+        assert prompt == f"  [{sample['index']}] prompt:    describe an animal:"
+        assert reference == f"      reference: {' '.join(sample['reference'].split())}"
+        assert answer.startswith("      answer:    ") and len(answer) <= 17 + 100
+    assert "test loss" not in kubetune("report", finished).stdout  # no test channel there
+    assert "sample answers" not in kubetune("report", finished).stdout
 
 
 def test_the_same_table_from_s3(finished, s3_endpoint):

@@ -192,3 +192,27 @@ def test_a_failure_without_a_termination_message_keeps_the_training_operators_wo
     status = build_status(observe(training_job=job_failed, pods=[trainer_pod(gave_up)]), None)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["reason"], failed["message"]) == ("BackoffLimitExceeded", "started 5 times")
+
+
+def test_test_channel_figures_of_metrics_json_go_to_status_metrics():
+    """A metrics.json with a test channel's scores, as the trainer writes it; one without
+    (the case above) gives no testLoss/testPerplexity keys at all."""
+    written = (
+        '{"best_epoch": 2, "train_loss": 1.1, "eval_loss": 1.3, "eval_perplexity": 3.67, '
+        '"tokens_per_second": 950.0, "train_tokens": 95000, "train_seconds": 100.0, '
+        '"padding_fraction": 0.1, "steps": 100, "world_size": 2, "epochs": [], '
+        '"test_loss": 1.35, "test_perplexity": 3.86, "test_samples": 40}'
+    )
+    final = TrainingMetrics.read(written, "s3://out/bot/metrics.json")
+    done = build_status(
+        observe(training_job=pytorchjob("Running", "Succeeded", start=T0, end=T1), metrics=final),
+        None,
+    )
+    assert done["metrics"] == {
+        "trainLoss": 1.1,
+        "evalLoss": 1.3,
+        "evalPerplexity": 3.67,
+        "tokensPerSecond": 950.0,
+        "testLoss": 1.35,
+        "testPerplexity": 3.86,
+    }

@@ -37,6 +37,8 @@ UPDATES = [
      "spec.data"),
     ("validation-data-added", lambda s: s["data"].pop("validation"),
      lambda s: s["data"].update(validation="s3://datasets/support/val/"), "spec.data"),
+    ("test-data-added", None, lambda s: s["data"].update(test="s3://datasets/support/test/"),
+     "spec.data"),
     ("model-changed", None, lambda s: s["model"].update(modelId="mistral-7b"), "spec.model"),
     ("resources-added", lambda s: s.pop("resources"),
      lambda s: s.update(resources={"accelerator": "nvidia", "acceleratorsPerNode": 1}),

@@ -149,3 +149,21 @@ def write_instruction_data(data: Path, texts: list[str]) -> None:
 def with_parts(config: TrainerConfig, **trainer) -> TrainerConfig:
     """config with spec.trainer parts, e.g. dataFormat={"name": "chat"}."""
     return TrainerConfig.model_validate({**config.model_dump(by_alias=True), "trainer": trainer})
+
+
+def hold_out(root: Path, n: int, name: str = "held") -> Path:
+    """Move the first n records of root/data/train.jsonl to root/<name>/<name>.jsonl (a
+    validation or test channel of unseen records); returns that folder."""
+    train = root / "data" / "train.jsonl"
+    lines = train.read_text().splitlines(keepends=True)
+    folder = root / name
+    folder.mkdir()
+    (folder / f"{name}.jsonl").write_text("".join(lines[:n]))
+    train.write_text("".join(lines[n:]))
+    return folder
+
+
+def with_data(config: TrainerConfig, **channels: Path) -> TrainerConfig:
+    """config with data channels set to local folders, e.g. validation=..., test=..."""
+    data = {**config.data.model_dump(), **{k: f"file://{v}" for k, v in channels.items()}}
+    return config.model_copy(update={"data": type(config.data).model_validate(data)})

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from kubetune_trainer.train import train
-from tests.support.training import config_for, make_job, run_trainer, runtime
+from tests.support.training import (
+    config_for,
+    hold_out,
+    make_job,
+    run_trainer,
+    runtime,
+    with_data,
+)
 
 # lora_dropout 0: dropout masks are the only randomness that differs between the layouts.
 SAME = {"epoch": 2, "lora_dropout": 0.0, "merge_weights": False, "checkpoint_interval_steps": 0}
@@ -106,3 +113,29 @@ def test_two_nodes_through_the_image_entrypoint(single, tmp_path):
     ours = [e["eval_loss"] for e in metrics["epochs"]]
     theirs = [e.eval_loss for e in reference.epochs]
     assert ours == pytest.approx(theirs, rel=LOSS_TOLERANCE), (ours, theirs)
+
+
+@pytest.mark.parametrize("enable_fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_ranks_score_the_test_channel_with_the_best_epochs_weights(tmp_path, enable_fsdp):
+    """Rank 0's best weights reach every rank (sharded under FSDP) before the test rows are
+    shared out: on the validation records again, the test loss is the best epoch's validation
+    loss. Under DDP a constant learning rate of 1.0 makes that epoch an earlier one than the
+    last; FSDP's sums on CPU take another path, where the last epoch stays the best."""
+    root = make_job(tmp_path, samples=80)
+    held = hold_out(root, 16)
+    config = config_for(
+        root,
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=2,
+        enable_fsdp=enable_fsdp,
+        **{**SAME, "epoch": 3},
+    )
+    result = run_trainer(with_data(config, validation=held, test=held), root, nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((root / "out" / "metrics.json").read_text())
+    losses = [e["eval_loss"] for e in metrics["epochs"]]
+    assert enable_fsdp or metrics["best_epoch"] < 3, losses  # the premise, under DDP
+    assert metrics["test_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6), losses
+    assert metrics["test_samples"] == 16 and metrics["world_size"] == 2
+    assert len((root / "out" / "samples.jsonl").read_text().splitlines()) == 5

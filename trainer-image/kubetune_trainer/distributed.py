@@ -13,6 +13,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 # model is ~40M params, while the frozen base weights are already in the model folder.
 FULL_TRAINABLE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 LOAD_FULL = StateDictOptions(full_state_dict=True, strict=False)
+# Rank 0's full weights to every rank (the others pass none), resharded where sharded.
+FROM_RANK0 = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
 
 
 @contextmanager
@@ -79,9 +82,22 @@ def trainable_state(model, optimizer) -> tuple[dict, dict]:
 
 
 def trainable_weights(model) -> dict:
-    """Full trainable weights by parameter name, e.g. to keep the best epoch's. Collective
-    under FSDP; complete on rank 0."""
-    return only_trainable(model, get_model_state_dict(model, options=FULL_TRAINABLE))
+    """Full trainable weights by parameter name, e.g. to keep the best epoch's: a copy, as
+    the state dict of a model on CPU holds the live parameters, which later steps change.
+    Collective under FSDP; complete on rank 0."""
+    weights = only_trainable(model, get_model_state_dict(model, options=FULL_TRAINABLE))
+    return {name: tensor.clone() for name, tensor in weights.items()}
+
+
+def load_trainable_weights(model, weights: dict | None, runtime: Runtime) -> None:
+    """Rank 0's full trainable `weights` (trainable_weights' result) into the model on every
+    rank, e.g. to evaluate the best epoch's. Collective; only rank 0's `weights` are read."""
+    if runtime.world_size == 1:
+        model.load_state_dict(weights, strict=False)
+        return
+    # A copy: set_model_state_dict fills the dict it is given with the model's own (sharded)
+    # tensors, and the caller keeps `weights` to export.
+    set_model_state_dict(model, dict(weights) if runtime.is_main else {}, options=FROM_RANK0)
 
 
 def only_trainable(model, weights: dict) -> dict:

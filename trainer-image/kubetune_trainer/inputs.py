@@ -3,10 +3,12 @@ scratch, and the data turned into samples by the job's data format."""
 
 from pathlib import Path
 
+from kubetune.api.v1alpha1.trainer_config import DATA_CHANNELS
 from kubetune.storage import open_store
 from kubetune_trainer.formats import Channels, DataError, Splits
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.presigned import PresignedStore
+from kubetune_trainer.registry import PartError
 
 
 def download_model(config, runtime, scratch: Path) -> Path:
@@ -17,10 +19,13 @@ def download_model(config, runtime, scratch: Path) -> Path:
 
 
 def download_data(config, runtime, scratch: Path) -> Channels:
+    """Every data channel that is set, each to its own folder, with the data credentials."""
     credentials = runtime.credentials["data"]
-    train = download(config.data.train, scratch / "data" / "train", credentials)
-    validation = download(config.data.validation, scratch / "data" / "validation", credentials)
-    return Channels(train=train, validation=validation)
+    folders = {
+        name: download(getattr(config.data, name), scratch / "data" / name, credentials)
+        for name in DATA_CHANNELS
+    }
+    return Channels(**folders)
 
 
 def download(uri: str | None, dest: Path, credentials: dict[str, str], store=None) -> Path | None:
@@ -33,12 +38,19 @@ def download(uri: str | None, dest: Path, credentials: dict[str, str], store=Non
 
 def load_data(chosen, channels: Channels, config, hp, tokenizer) -> Splits:
     """The samples of the job's data format; a data problem names the user's URI, not the
-    scratch copy."""
+    scratch copy. A test channel the format leaves unread is refused."""
     try:
-        return chosen.part.load(channels, hp, tokenizer, chosen.options)
+        splits = chosen.part.load(channels, hp, tokenizer, chosen.options)
     except DataError as err:
-        copies = {channels.train: config.data.train, channels.validation: config.data.validation}
+        copies = {getattr(channels, name): getattr(config.data, name) for name in DATA_CHANNELS}
         raise DataError(where_stored(str(err), copies)) from None
+    if channels.test is not None and splits.test is None:
+        # Found before the model loads: a job must not train for hours, then find no test.
+        raise PartError(
+            f"spec.data.test: the data format {chosen.part.name!r} does not read a test "
+            "channel; unset spec.data.test, or choose a format that does (the bundled ones do)"
+        )
+    return splits
 
 
 def where_stored(message: str, copies: dict[Path | None, str | None]) -> str:

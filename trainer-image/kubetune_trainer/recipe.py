@@ -5,7 +5,8 @@ setup: claim the output -> download model and data -> samples (data format) -> r
 family) -> join the process group -> load and wrap the model (strategy) -> optimizer and
 schedule -> resume -> build the callbacks. fit: epochs of optimizer steps, an evaluation at
 each epoch end; the callbacks see every step and evaluation and ask for checkpoints and stops.
-export: the best epoch's weights, exported by the model family beside metrics and the
+export: the best epoch's weights scored on the test channel (loss on every rank, sample
+answers on the main one), then exported by the model family beside metrics and the
 callbacks' files, MANIFEST.json last.
 """
 
@@ -23,7 +24,7 @@ from transformers import AutoConfig, get_scheduler
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune.api.v1alpha1.outputs import METRICS, PROMPT
 from kubetune.storage import join_uri, open_store
-from kubetune_trainer import checkpoint, distributed, inputs, resume
+from kubetune_trainer import checkpoint, distributed, inputs, resume, scoring
 from kubetune_trainer.artifacts import claim_output
 from kubetune_trainer.artifacts import export as write_artifacts
 from kubetune_trainer.batches import epoch_order, micro_batches, rank_share
@@ -67,6 +68,8 @@ class Recipe:
     strategy: Any = None  # Chosen[Strategy]
     rows: list = field(default_factory=list)
     val_rows: list = field(default_factory=list)
+    test_samples: list | None = None  # the test channel's, as the data format made them
+    test_rows: list | None = None
     model: Any = None
     trainable: list = field(default_factory=list)
     optimizer: Any = None
@@ -115,6 +118,9 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     splits = inputs.load_data(parts.data_format, channels, config, hp, recipe.tokenizer)
     recipe.rows = recipe.family.part.rows(splits.train, hp, splits.max_length, hp.packing)
     recipe.val_rows = recipe.family.part.rows(splits.validation, hp, splits.max_length, False)
+    if splits.test is not None:
+        recipe.test_samples = splits.test
+        recipe.test_rows = recipe.family.part.rows(splits.test, hp, splits.max_length, False)
 
     recipe.stack.enter_context(distributed.process_group(runtime))
     recipe.stop_request = recipe.stack.enter_context(stop_signals())
@@ -128,11 +134,13 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     schedule(recipe)
     recipe.samples = len(splits.train)
     recipe.prompt = splits.prompt
+    tested = "" if splits.test is None else f"; {len(splits.test)} test samples, scored at the end"
     log.info(
         "training: %d rows (%d samples) on %d rank(s) x %d epochs = %d steps; "
-        "%d validation samples",
+        "%d validation samples%s",
         len(recipe.rows), recipe.samples, runtime.world_size, hp.epoch, recipe.total_steps,
         len(recipe.val_rows),
+        tested,
     )  # fmt: skip
     recipe.state = resume.resume(recipe)
     for chosen in parts.callbacks:
@@ -198,7 +206,7 @@ def fit(recipe: Recipe) -> None:
             if recipe.stopped_early is not None:
                 break  # the partial epoch is still evaluated: its weights may be the best
 
-        eval_loss = evaluate(recipe)
+        eval_loss = evaluate(recipe, recipe.val_rows)
         state.history.append(
             {
                 "epoch": epoch,
@@ -259,6 +267,7 @@ def checkpoint_event(recipe: Recipe, uri: str | None, reason: str) -> Checkpoint
 def export(recipe: Recipe) -> TrainingMetrics:
     """The best epoch's model and the run's figures under the output URI; MANIFEST.json last."""
     state, runtime, hp, progress = recipe.state, recipe.runtime, recipe.hp, recipe.progress
+    test = scoring.score(recipe)
     metrics = TrainingMetrics(
         best_epoch=state.best["epoch"],
         train_loss=state.best["train_loss"],
@@ -274,13 +283,19 @@ def export(recipe: Recipe) -> TrainingMetrics:
         world_size=runtime.world_size,
         epochs=state.history,
         stopped_early=recipe.stopped_early,
+        test_loss=test.loss if test else None,
+        test_perplexity=test.perplexity if test else None,
+        test_samples=test.samples if test else None,
     )
     staging = recipe.scratch / "artifacts" if runtime.is_main else None
     if runtime.is_main:
         final = model_to_export(recipe)
         final.load_state_dict(state.best_weights, strict=False)
+        answers = scoring.answers(recipe, final) if test else None  # before the merge below
 
         def write(folder: Path) -> None:
+            if answers is not None:
+                scoring.write_answers(folder, answers)
             walk(recipe.callbacks, "on_end", recipe, EndEvent(metrics, folder))
             if recipe.prompt is not None:
                 (folder / PROMPT).write_text(recipe.prompt.model_dump_json(indent=2))

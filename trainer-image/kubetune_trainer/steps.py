@@ -48,11 +48,11 @@ def padded_size(batch: dict[str, torch.Tensor]) -> int:
 
 
 @torch.no_grad()
-def evaluate(recipe) -> float:
-    """Mean loss per label token over the whole validation set, shared out over the ranks."""
+def evaluate(recipe, rows: list) -> float:
+    """Mean loss per label token over all `rows` (the validation or test set), shared out
+    over the ranks. Collective: every rank calls it with the same rows."""
     family, runtime = recipe.family.part, recipe.runtime
     recipe.model.eval()
-    rows = recipe.val_rows
     share = rank_share(rows, list(range(len(rows))), runtime.rank, runtime.world_size)
     total, tokens = 0.0, 0
     for batch in micro_batches(share, recipe.hp.per_device_eval_batch_size):

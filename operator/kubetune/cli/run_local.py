@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kubetune.api.v1alpha1 import ProgressReport
 from kubetune.api.v1alpha1.exits import ExitCode
+from kubetune.api.v1alpha1.trainer_config import DATA_CHANNELS
 from kubetune.cli.render_cmd import add_resolution_arguments, fail
 from kubetune.config import OperatorConfig
 from kubetune.local import files, launch, summary
@@ -121,9 +122,9 @@ def check_local_sources(plan) -> None:
     model = plan.model
     uris = {
         f"model {model.model_id!r} (ModelHub {model.hub}): source": model.source,
-        "spec.data.train": plan.trainer_config.data.train,
-        "spec.data.validation": plan.trainer_config.data.validation,
     }
+    data = plan.trainer_config.data
+    uris.update({f"spec.data.{name}": getattr(data, name) for name in DATA_CHANNELS})
     for what, uri in uris.items():
         if uri and uri.startswith("file://") and not Path(uri.removeprefix("file://")).exists():
             raise LocalError(f"{what}: {uri}: no such file or folder on this machine")

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from kubetune.api.manifests import Document, kind_of, problems, read_documents, read_file
+from kubetune.api.v1alpha1.trainer_config import DATA_CHANNELS
 
 
 def register(commands) -> None:
@@ -49,11 +50,9 @@ def run(args) -> int:
 def cluster_problems(body: dict) -> list[str]:
     """The operator runs in a cluster, where a file:// URI points into nobody's disk."""
     spec = body.get("spec", {})
-    uris = {
-        "spec.data.train": spec.get("data", {}).get("train"),
-        "spec.data.validation": spec.get("data", {}).get("validation"),
-        "spec.output.uri": (spec.get("output") or {}).get("uri"),
-    }
+    data = spec.get("data") or {}
+    uris = {f"spec.data.{name}": data.get(name) for name in DATA_CHANNELS}
+    uris["spec.output.uri"] = (spec.get("output") or {}).get("uri")
     for i, model in enumerate(spec.get("models", []) if body.get("kind") == "ModelHub" else []):
         uris[f"spec.models.{i}.source"] = model.get("source")
     return [

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from kubetune.api.manifests import describe_all, prune_nulls
 from kubetune.api.v1alpha1 import FineTuneJob
+from kubetune.api.v1alpha1.trainer_config import DATA_CHANNELS
 from kubetune.config import OperatorConfig
 from kubetune.controller import model_access
 from kubetune.controller.cluster import Cluster
@@ -184,7 +185,8 @@ def check_secrets(resolved: Plan, cluster: Cluster) -> None:
 def check_uris(resolved: Plan) -> None:
     """Pods reach storage over S3 only: a file:// URI names a machine the pods are not on."""
     data = resolved.job.spec.data
-    for uri in filter(None, (data.train, data.validation, resolved.output_uri)):
+    channels = [getattr(data, name) for name in DATA_CHANNELS]
+    for uri in filter(None, [*channels, resolved.output_uri]):
         if not uri.startswith("s3://"):
             raise ResolveError(
                 "LocalUriInCluster",
@@ -201,7 +203,7 @@ def check_data(resolved: Plan, cluster: Cluster) -> None:
     credentials = credentials_from_secret(
         cluster.secret_data(namespace, secret) if secret else None
     )
-    for uri in filter(None, (data.train, data.validation)):
+    for uri in filter(None, (getattr(data, name) for name in DATA_CHANNELS)):
         try:
             store = store_for(uri, credentials)
             found = store.list_files(uri) or store.exists(uri)

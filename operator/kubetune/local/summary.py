@@ -2,15 +2,16 @@
 output URI, on s3:// or file:// alike. The short summary `kubetune run --local` ends with and
 the full table `kubetune report` prints."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from kubetune.api.v1alpha1 import ArtifactManifest, ProgressReport, TrainingMetrics
+from kubetune.api.v1alpha1 import ArtifactManifest, ProgressReport, SampleAnswer, TrainingMetrics
 from kubetune.api.v1alpha1.outputs import (
     LOSS_CURVE_PNG,
     MANIFEST,
     METRICS,
     PROGRESS,
+    SAMPLES,
     InvalidOutput,
     OutputFile,
 )
@@ -18,6 +19,7 @@ from kubetune.local.files import LocalError
 from kubetune.storage import StorageError, join_uri, open_store
 
 T = TypeVar("T", bound=OutputFile)
+SHOWN_CHARS = 100  # of a sample's prompt, reference or answer: one terminal line each
 
 
 class NotFinished(LocalError):
@@ -29,6 +31,7 @@ class Outputs:
     uri: str
     metrics: TrainingMetrics
     manifest: ArtifactManifest
+    answers: list[SampleAnswer] = field(default_factory=list)  # samples.jsonl, if listed
 
 
 def read_outputs(uri: str) -> Outputs:
@@ -52,9 +55,24 @@ def read_outputs(uri: str) -> Outputs:
             )
         manifest = read(store, manifest_uri, ArtifactManifest)
         metrics = read(store, join_uri(uri, METRICS), TrainingMetrics)
+        listed = any(f.path == SAMPLES for f in manifest.files)
+        answers = read_answers(store, join_uri(uri, SAMPLES)) if listed else []
     except StorageError as err:
         raise LocalError(str(err)) from None
-    return Outputs(uri, metrics, manifest)
+    return Outputs(uri, metrics, manifest, answers)
+
+
+def read_answers(store, uri: str) -> list[SampleAnswer]:
+    """samples.jsonl's lines as their type; LocalError names the line that is not."""
+    lines = store.read_bytes(uri).decode("utf-8", errors="replace").splitlines()
+    try:
+        return [
+            SampleAnswer.read(line, f"{uri}, line {n}")
+            for n, line in enumerate(lines, start=1)
+            if line.strip()
+        ]
+    except InvalidOutput as err:
+        raise LocalError(str(err)) from None
 
 
 def finished_by(uri: str, uid: str) -> bool:
@@ -84,13 +102,22 @@ def summary(outputs: Outputs) -> list[str]:
     m, listed = outputs.metrics, files(outputs)
     folders = sorted({f.path.split("/")[0] + "/" for f in listed if "/" in f.path})
     curve = [LOSS_CURVE_PNG] if any(f.path == LOSS_CURVE_PNG for f in listed) else []
+    test = [f"  {test_line(m)}"] if m.test_loss is not None else []
     return [
         f"done: best epoch {m.best_epoch} of {len(m.epochs)}, {m.steps} steps",
         f"  train loss {m.train_loss:.4f}   eval loss {m.eval_loss:.4f}   "
         f"perplexity {m.eval_perplexity:.2f}   {m.tokens_per_second:,.0f} tokens/s",
+        *test,
         f"  artifacts: {outputs.uri}  ({', '.join(folders + curve + [METRICS])})",
         f"  details:   kubetune report {outputs.uri}",
     ]
+
+
+def test_line(m: TrainingMetrics) -> str:
+    return (
+        f"test loss {m.test_loss:.4f}   perplexity {m.test_perplexity:.2f}   "
+        f"({m.test_samples} test samples, the best epoch's weights)"
+    )
 
 
 def report(outputs: Outputs) -> list[str]:
@@ -110,18 +137,45 @@ def report(outputs: Outputs) -> list[str]:
         )
     lines += [
         f"* best epoch {m.best_epoch}: its weights are the artifacts",
+        *([test_line(m)] if m.test_loss is not None else []),
         "",
         f"steps {m.steps} on {m.world_size} process(es); "
         f"{m.train_tokens:,} tokens in {m.train_seconds:.1f} s = "
         f"{m.tokens_per_second:,.0f} tokens/s; padding {100 * m.padding_fraction:.1f}%",
         "",
-        f"artifacts ({MANIFEST}):",
     ]
+    lines += sample_lines(outputs.answers)
+    lines.append(f"artifacts ({MANIFEST}):")
     listed = files(outputs)
     width = max((len(f.path) for f in listed), default=0)
     lines += [f"  {f.path:<{width}}  {size(f.size):>9}" for f in listed]
     lines.append(f"  {len(listed)} files, {size(sum(f.size for f in listed))}")
     return lines
+
+
+def sample_lines(answers: list[SampleAnswer]) -> list[str]:
+    """Each sample answer's prompt (its end), reference and answer, a line each, cut to fit."""
+    if not answers:
+        return []
+    lines = [f"sample answers ({SAMPLES}, greedy):"]
+    for a in answers:
+        lines += [
+            f"  [{a.index}] prompt:    {shown(a.prompt, tail=True)}",
+            f"      reference: {shown(a.reference)}",
+            f"      answer:    {shown(a.answer)}",
+        ]
+    return [*lines, ""]
+
+
+def shown(text: str, tail: bool = False) -> str:
+    """One line: whitespace runs (newlines too) as one space, other unprintable characters as
+    U+FFFD (a model's answer may hold terminal escape codes), cut to SHOWN_CHARS with '...';
+    `tail` keeps the end (of a prompt: the part an answer follows)."""
+    flat = "".join(c if c.isprintable() else "\ufffd" for c in " ".join(text.split()))
+    if len(flat) <= SHOWN_CHARS:
+        return flat
+    keep = SHOWN_CHARS - 3
+    return "..." + flat[-keep:] if tail else flat[:keep] + "..."
 
 
 def files(outputs: Outputs):

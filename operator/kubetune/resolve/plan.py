@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from kubetune.api.v1alpha1 import FineTuneJob, Hyperparameters, TrainerConfig
 from kubetune.api.v1alpha1.modelhub import access_mode
+from kubetune.api.v1alpha1.trainer_config import DATA_CHANNELS
 from kubetune.config import OperatorConfig
 from kubetune.resolve.compute import Compute, resolve_compute
 from kubetune.resolve.errors import ResolveError
@@ -57,7 +58,7 @@ def plan(
                 "uid": uid,
             },
             "model": {"modelId": model.model_id, "source": model.source},
-            "data": {"train": job.spec.data.train, "validation": job.spec.data.validation},
+            "data": {name: getattr(job.spec.data, name) for name in DATA_CHANNELS},
             "hyperparameters": hp.model_dump(),
             "output": {"uri": output_uri},
             "trainer": trainer_parts(job),

@@ -147,6 +147,8 @@ def metrics_of(report: ProgressReport | None, final: TrainingMetrics | None) -> 
             eval_loss=final.eval_loss,
             eval_perplexity=final.eval_perplexity,
             tokens_per_second=final.tokens_per_second,
+            test_loss=final.test_loss,
+            test_perplexity=final.test_perplexity,
         )
     else:
         metrics = Metrics(

@@ -4,6 +4,8 @@ packages with a `kubetune.data_formats` entry point.
 
 A format's `load(channels, hyperparameters, tokenizer, options) -> Splits` reads, validates,
 tokenizes, splits and caps; every data problem is a `DataError` naming the file and the rule.
+The test channel, when given, is read by the same rules but never split, capped or mixed
+into train and validation.
 Samples are in causal layout (labels = IGNORE_INDEX where no loss); a model family turns them
 into its own rows (a seq2seq model feeds the leading no-loss part to its encoder).
 """
@@ -24,10 +26,11 @@ __all__ = ["FORMATS", "Channels", "DataError", "DataFormat", "IGNORE_INDEX", "Sa
 
 @dataclass(frozen=True)
 class Channels:
-    """The downloaded data: the train channel and, when given, the validation channel."""
+    """The downloaded data: the train channel and, when given, the validation and test ones."""
 
     train: Path
     validation: Path | None = None
+    test: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,13 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: ChatOption
         source = f"{channels.validation or channels.train}"
         train = chat_samples(train, encoder, template, max_length, f"{channels.train}")
         val = chat_samples(val, encoder, template, max_length, source)
+        test = None
+        if channels.test:
+            records = conversations(channels.test)
+            test = chat_samples(records, encoder, template, max_length, f"{channels.test}")
     log.info("chat: %s template, loss on assistant turns", name)
-    return splits(train, val, max_length, PromptFormat(data_format="chat", chat_template=template))
+    prompt = PromptFormat(data_format="chat", chat_template=template)
+    return splits(train, val, max_length, test, prompt)
 
 
 def choose_template(

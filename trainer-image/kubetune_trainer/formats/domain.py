@@ -28,7 +28,9 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
         if channels.validation:
             val = domain_blocks(channels.validation, encoder, max_length)
         train, val = split_and_cap(train, val, hp, channels.train)
-    return splits(train, val, max_length, PromptFormat(data_format="domain-adaptation"))
+        test = domain_blocks(channels.test, encoder, max_length) if channels.test else None
+    prompt = PromptFormat(data_format="domain-adaptation")
+    return splits(train, val, max_length, test, prompt)
 
 
 def domain_blocks(folder: Path, encoder: Encoder, block_size: int) -> list[Sample]:

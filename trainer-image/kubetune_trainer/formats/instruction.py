@@ -36,31 +36,34 @@ def load(channels: Channels, hp: Hyperparameters, tokenizer, options: NoOptions)
     train_dir, validation_dir = channels.train, channels.validation
     chat = hp.chat_template is not None
     template = load_template(train_dir, (CHAT_PROMPT, CHAT_COMPLETION) if chat else DEFAULTS)
+    jinja = None
+    if chat:
+        name, jinja = choose_template(
+            tokenizer, hp.chat_template, "the chat_template hyperparameter"
+        )
+        log.info("instruction: records as chat turns (%s template)", name)
     with Encoder(tokenizer, hp.preprocessing_num_workers) as encoder:
+
+        def samples(pairs: list[tuple[str, str]], source: Path) -> list[Sample]:
+            if jinja is None:
+                return instruction_samples(pairs, encoder, max_length, f"{source}")
+            turns = as_turns(pairs)
+            return chat_samples(turns, encoder, jinja, max_length, f"{source}", "records")
+
         train = instruction_pairs(train_dir, template)
         val = instruction_pairs(validation_dir, template) if validation_dir else None
         train, val = split_and_cap(train, val, hp, train_dir)
-        sources = f"{train_dir}", f"{validation_dir or train_dir}"
-        if chat:
-            name, jinja = choose_template(
-                tokenizer, hp.chat_template, "the chat_template hyperparameter"
-            )
-            train, val = (
-                chat_samples(as_turns(pairs), encoder, jinja, max_length, source, "records")
-                for pairs, source in ((train, sources[0]), (val, sources[1]))
-            )
-            log.info("instruction: records as chat turns (%s template)", name)
-        else:
-            jinja = None
-            train = instruction_samples(train, encoder, max_length, sources[0])
-            val = instruction_samples(val, encoder, max_length, sources[1])
+        train, val = samples(train, train_dir), samples(val, validation_dir or train_dir)
+        test = None
+        if channels.test:
+            test = samples(instruction_pairs(channels.test, template), channels.test)
     prompt = PromptFormat(
         data_format="instruction",
         prompt=template.prompt_text,
         completion=template.completion_text,
         chat_template=jinja,
     )
-    return splits(train, val, max_length, prompt)
+    return splits(train, val, max_length, test, prompt)
 
 
 def as_turns(pairs: list[tuple[str, str]]) -> list[tuple[str, list[dict[str, str]]]]:

@@ -10,7 +10,8 @@ IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss skips these labels
 
 
 class DataError(ValueError):
-    """A problem with training or validation data; the message names the file and the reason."""
+    """A problem with training, validation or test data; the message names the file and the
+    reason."""
 
 
 class Sample(NamedTuple):
@@ -25,10 +26,13 @@ class Sample(NamedTuple):
 
 @dataclass(frozen=True)
 class Splits:
-    """Tokenized train and validation samples, in file order (a split only selects)."""
+    """Tokenized train and validation samples, in file order (a split only selects), and the
+    test channel's samples. `test` is None without a test channel, or from a format that does
+    not read one: the trainer refuses a job with a test channel then (inputs.load_data)."""
 
     train: list[Sample]
     validation: list[Sample]
     max_length: int  # no sample is longer (domain adaptation: every block is this long)
+    test: list[Sample] | None = None
     # How the records became text, for `kubetune generate` (prompt.json); None: not known.
     prompt: PromptFormat | None = None

@@ -1,5 +1,6 @@
 """Train/validation split and the max_*_samples caps, the same for every format: the
-validation channel when given, else a seeded `validation_split_ratio` of train."""
+validation channel when given, else a seeded `validation_split_ratio` of train. The test
+channel is neither split nor capped: it is scored whole."""
 
 import logging
 import math
@@ -43,10 +44,15 @@ def splits(
     train: list[Sample],
     validation: list[Sample],
     max_length: int,
+    test: list[Sample] | None = None,
     prompt: PromptFormat | None = None,
 ) -> Splits:
+    """The result, logged. `test`: the test channel's samples, whole (no split, no cap)."""
+    tested = f", {len(test)} test" if test is not None else ""
     log.info(
-        "data: %d train, %d validation samples (<= %d tokens)",
-        len(train), len(validation), max_length,
+        "data: %d train, %d validation%s samples (<= %d tokens)",
+        len(train), len(validation), tested, max_length,
     )  # fmt: skip
-    return Splits(train=train, validation=validation, max_length=max_length, prompt=prompt)
+    return Splits(
+        train=train, validation=validation, max_length=max_length, test=test, prompt=prompt
+    )

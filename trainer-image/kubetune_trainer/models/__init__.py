@@ -33,6 +33,9 @@ class ModelFamily:
     # (model, tokenizer, staging, hp) -> writes adapter/ and, with merge_weights, merged/
     export: Callable[[Any, Any, Path, Hyperparameters], None]
     description: str = ""
+    # (model, prompt ids, max new tokens, tokenizer) -> the greedy answer's ids, for the test
+    # channel's sample answers; None: the family writes none (the test loss is still scored)
+    generate: Callable[[Any, list[int], int, Any], list[int]] | None = None
 
 
 MODELS = Registry[ModelFamily]("model family", "kubetune.models")

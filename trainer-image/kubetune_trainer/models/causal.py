@@ -3,6 +3,8 @@ on packed rows (padding-free, positions restart per sample), exported as adapter
 
 from pathlib import Path
 
+import torch
+
 from kubetune_trainer import batches
 from kubetune_trainer import model as causal_model
 from kubetune_trainer.models import MODELS, ModelFamily
@@ -19,6 +21,20 @@ def load(model_dir: Path, hp, device, dtype, options):
 
 def rows(samples, hp, max_length: int, packed: bool):
     return pack(samples, max_length) if packed else one_per_row(samples)
+
+
+def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[int]:
+    """Greedy continuation of the prompt, which is the model's input: the new tokens only."""
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[0, len(prompt) :].tolist()
 
 
 def export(model, tokenizer, staging: Path, hp) -> None:
@@ -42,5 +58,6 @@ MODELS.add(
         count_labels=batches.count_labels,
         export=export,
         description="Decoder-only language models; the default for them.",
+        generate=generate,
     )
 )

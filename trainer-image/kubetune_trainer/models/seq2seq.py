@@ -159,6 +159,21 @@ def count_labels(rows: list[Seq2SeqRow]) -> int:
     return sum(sum(label != IGNORE_INDEX for label in r.labels) for r in rows)
 
 
+def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[int]:
+    """Greedy target for the prompt, which goes to the encoder: the decoder's tokens after its
+    start token."""
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[0, 1:].tolist()
+
+
 def export(model, tokenizer, staging: Path, hp: Hyperparameters) -> None:
     """adapter/ (the LoRA weights and the tokenizer) and, with merge_weights, merged/."""
     model.save_pretrained(staging / "adapter")
@@ -181,5 +196,6 @@ SEQ2SEQ_LM = MODELS.add(
         count_labels=count_labels,
         export=export,
         description="encoder-decoder models (Flan-T5): prompt to the encoder, loss on the target",
+        generate=generate,
     )
 )

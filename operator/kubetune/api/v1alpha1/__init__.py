@@ -1,5 +1,5 @@
 """kubetune.io/v1alpha1: FineTuneJob, ModelHub, and the trainer's contracts: TrainerConfig in, the
-output files (progress.json, metrics.json, MANIFEST.json, job.json) out."""
+output files (progress.json, metrics.json, samples.jsonl, MANIFEST.json, job.json) out."""
 
 from kubetune.api.v1alpha1.base import API_VERSION, GROUP, VERSION
 from kubetune.api.v1alpha1.common import HubRef, Resources, SecretRef
@@ -22,6 +22,7 @@ from kubetune.api.v1alpha1.outputs import (
     OwnerRecord,
     ProgressReport,
     PromptFormat,
+    SampleAnswer,
     TrainingMetrics,
 )
 from kubetune.api.v1alpha1.trainer_config import TrainerConfig
@@ -50,6 +51,7 @@ __all__ = [
     "ProgressReport",
     "PromptFormat",
     "ResolvedHyperparameters",
+    "SampleAnswer",
     "Resources",
     "SecretRef",
     "TrainerConfig",

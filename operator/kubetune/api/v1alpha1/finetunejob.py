@@ -35,7 +35,8 @@ class ModelRef(ApiObject):
 
 
 class DataSpec(ApiObject):
-    """Training (and optional validation) data: a folder or file in S3-compatible storage."""
+    """Training (and optional validation and test) data: folders or files in S3-compatible
+    storage."""
 
     train: StorageUri = Field(
         description="Training data: s3://bucket/prefix/ (a folder holding one data file, or "
@@ -44,6 +45,11 @@ class DataSpec(ApiObject):
     validation: StorageUri | None = Field(
         None,
         description="Validation data, same layout. Unset: validation_split_ratio of train.",
+    )
+    test: StorageUri | None = Field(
+        None,
+        description="Test data, same layout: never trained on nor split; scored once after "
+        "training with the best epoch's weights (metrics.json test_loss, samples.jsonl).",
     )
     secret_ref: SecretRef | None = Field(
         None,
@@ -109,7 +115,7 @@ class FineTuneJobSpec(ApiObject):
         description="Accept the model's EULA (required when the hub entry says so). "
         "Default: false.",
     )
-    data: DataSpec = Field(description="Training and validation data.")
+    data: DataSpec = Field(description="Training, validation and test data.")
     hyperparameters: HyperparameterOverrides | None = Field(
         None,
         description="Hyperparameters with JumpStart names. Unset ones come from the hub "
@@ -150,6 +156,10 @@ class Metrics(ApiObject):
     train_loss: float | None = Field(None, description="Mean training loss of the last interval.")
     eval_loss: float | None = Field(None, description="Validation loss of the last epoch.")
     eval_perplexity: float | None = Field(None, description="exp(eval_loss).")
+    test_loss: float | None = Field(
+        None, description="Test channel loss with the best epoch's weights, once finished."
+    )
+    test_perplexity: float | None = Field(None, description="exp(testLoss).")
     tokens_per_second: float | None = Field(
         None, description="Non-padding tokens per second over all ranks."
     )

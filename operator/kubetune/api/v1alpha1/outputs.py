@@ -8,6 +8,7 @@ docs/trainer-config.md ("Outputs a trainer writes") documents them for custom tr
     OUTPUT/adapter/          the LoRA adapter (peft) and tokenizer
     OUTPUT/merged/           base model with the adapter merged (merge_weights)
     OUTPUT/metrics.json      TrainingMetrics of the best epoch, and every epoch's
+    OUTPUT/samples.jsonl     SampleAnswer lines: greedy answers to the first test samples
     OUTPUT/config.json       the TrainerConfig of the run
     OUTPUT/prompt.json       PromptFormat: how records became text, for `kubetune generate`
     OUTPUT/loss_curve.png    and loss_curve.csv
@@ -34,6 +35,7 @@ from kubetune.api.v1alpha1.trainer_config import JobIdentity
 
 PROGRESS = "progress.json"
 METRICS = "metrics.json"
+SAMPLES = "samples.jsonl"
 MANIFEST = "MANIFEST.json"
 OWNER = "job.json"
 CONFIG = "config.json"
@@ -179,6 +181,27 @@ class TrainingMetrics(OutputFile):
         description="Why training ended before the last epoch (early stopping, a callback's "
         "request); unset when every epoch ran.",
     )
+    test_loss: float | None = Field(
+        None,
+        description="Loss per label token of the test channel, scored with the best epoch's "
+        "weights after training; unset without a test channel.",
+    )
+    test_perplexity: float | None = Field(
+        None, description="exp(test_loss), capped at exp(50); unset without a test channel."
+    )
+    test_samples: int | None = Field(
+        None, ge=0, description="Test samples scored; unset without a test channel."
+    )
+
+
+class SampleAnswer(OutputFile):
+    """One line of samples.jsonl: the best epoch's greedy answer to one of the first test
+    samples, beside the reference it was scored against."""
+
+    index: int = Field(ge=0, description="The sample's position in the test channel, 0-based.")
+    prompt: str = Field(description="What the model was given: the tokens before the labels.")
+    reference: str = Field(description="The labelled tokens that follow, as the data has them.")
+    answer: str = Field(description="The model's greedy continuation of the prompt.")
 
 
 class PromptFormat(OutputFile):

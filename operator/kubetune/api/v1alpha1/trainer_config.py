@@ -53,6 +53,14 @@ class DataChannels(ApiObject):
     validation: StorageUri | None = Field(
         None, description="Validation data; unset: validation_split_ratio of train."
     )
+    test: StorageUri | None = Field(
+        None, description="Test data, scored after training; unset: no test scores."
+    )
+
+
+# The data channels, as DataChannels and the FineTuneJob's spec.data (less its secretRef)
+# declare them: what lists, checks or downloads "every data channel" iterates over this.
+DATA_CHANNELS: tuple[str, ...] = tuple(DataChannels.model_fields)
 
 
 class OutputLocation(ApiObject):
@@ -70,7 +78,7 @@ class TrainerConfig(ApiObject):
     kind: Literal["TrainerConfig"] = Field("TrainerConfig", description="Always TrainerConfig.")
     job: JobIdentity = Field(description="The job this run belongs to.")
     model: ModelSource = Field(description="The base model.")
-    data: DataChannels = Field(description="Training and validation data.")
+    data: DataChannels = Field(description="Training, validation and test data.")
     hyperparameters: ResolvedHyperparameters = Field(
         description="All hyperparameters, resolved: every key present."
     )
