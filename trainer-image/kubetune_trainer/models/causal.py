@@ -3,7 +3,8 @@ on packed rows (padding-free, positions restart per sample), exported as adapter
 
 from pathlib import Path
 
-from kubetune_trainer import batches
+from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
+from kubetune_trainer import batches, model_files
 from kubetune_trainer import model as causal_model
 from kubetune_trainer.models import MODELS, ModelFamily
 from kubetune_trainer.packing import one_per_row, pack
@@ -19,13 +20,11 @@ def rows(samples, hp, max_length: int, packed: bool):
 
 
 def export(model, tokenizer, staging: Path, hp) -> None:
-    model.save_pretrained(staging / "adapter")
-    tokenizer.save_pretrained(staging / "adapter")
+    model_files.save_adapter(model, tokenizer, staging / ADAPTER)
     if hp.merge_weights:
         # Last: merging folds the adapter into the base weights in place.
         merged = causal_model.merged_model(model)
-        merged.save_pretrained(staging / "merged")
-        tokenizer.save_pretrained(staging / "merged")
+        model_files.save_merged(merged, tokenizer, staging / MERGED, hp.merged_dtype)
 
 
 MODELS.add(
