@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kubetune.api.v1alpha1 import ArtifactManifest
 from kubetune_trainer.train import train
-from tests.support.artifacts import logits_three_ways, modes
+from tests.support.artifacts import logits_three_ways, merge_tolerance, modes
 from tests.support.training import (
     config_for,
     made_a_step,
@@ -62,7 +62,7 @@ def test_the_adapter_loads_on_the_hub_model_folder_alone_and_equals_merged(finis
     inputs = dict(tokenizer(["describe an animal: the red cat sat"], return_tensors="pt"))
     logits = logits_three_ways(out, job / "model", AutoModelForCausalLM, inputs)
     assert not torch.allclose(logits["adapter"], logits["base"], atol=1e-2)  # it was applied
-    torch.testing.assert_close(logits["adapter"], logits["merged"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits["adapter"], logits["merged"], **merge_tolerance())
 
 
 def test_tokenizer_and_generation_config_lie_beside_both(finished):
