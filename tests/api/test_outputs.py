@@ -38,8 +38,21 @@ def test_the_files_keep_their_keys(kind, before):
     read = kind.read(json.dumps(before), "file:///out/x.json")
     dumped = json.loads(read.model_dump_json())
     assert {k: dumped[k] for k in before} == before  # every old key keeps its value
-    added = {k: v for k, v in dumped.items() if k not in before}
+    added = {k: v for k, v in dumped.items() if k not in before | kind.model_computed_fields}
     assert added == {k: kind.model_fields[k].default for k in added}  # later fields: defaults
+
+
+def test_an_older_manifest_has_its_sizes_from_its_files():
+    old = {**MANIFEST_BEFORE, "files": [*MANIFEST_BEFORE["files"],
+           {"path": "adapter/adapter_model.safetensors", "size": 3000, "sha256": "cd" * 32},
+           {"path": "metrics.json", "size": 600, "sha256": "ef" * 32}]}  # fmt: skip
+    read = ArtifactManifest.read(json.dumps(old), "file:///out/MANIFEST.json")
+    assert read.model is None and read.merged_dtype is None  # not recorded back then
+    assert read.sizes == {"adapter": 3812, "metrics.json": 600} and read.total_size == 4412
+    written = json.loads(read.model_dump_json())
+    assert (written["sizes"], written["total_size"]) == (read.sizes, read.total_size)
+    # Recomputed on reading, whatever a file says: they cannot disagree with the files.
+    assert ArtifactManifest.read(json.dumps({**old, "sizes": {"x": 1}}), "x").sizes == read.sizes
 
 
 def test_progress_keeps_its_keys_and_an_older_file_reads_as_succeeded():

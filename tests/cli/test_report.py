@@ -31,7 +31,7 @@ def kubetune(*args):
 def finished(tmp_path_factory) -> Path:
     """The output folder of a real (tiny, two-epoch) training run."""
     root = make_job(tmp_path_factory.mktemp("report"), samples=60)
-    train(config_for(root, epoch=2, merge_weights=False), runtime(root))
+    train(config_for(root, epoch=2), runtime(root))
     return root / "out"
 
 
@@ -41,9 +41,10 @@ def test_the_table_of_a_finished_job(finished):
     metrics = json.loads((finished / "metrics.json").read_text())
     manifest = json.loads((finished / "MANIFEST.json").read_text())
     lines = result.stdout.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "FineTuneJob test/tiny (uid uid-1)",
         f"output: file://{finished}",
+        f"model: tiny-llama (file://{finished.parent}/model)",
         "",
         "  epoch   train loss   eval loss   perplexity",
     ]
@@ -53,6 +54,10 @@ def test_the_table_of_a_finished_job(finished):
         assert any(line.startswith(row) for line in lines), row
     assert f"steps {metrics['steps']} on 1 process(es); " in result.stdout
     assert f"{metrics['tokens_per_second']:,.0f} tokens/s; padding " in result.stdout
+    sizes = manifest["sizes"]  # the folders' sizes, merged/'s dtype
+    adapter, merged = (f"{sizes[name] / 1e3:.1f} kB" for name in ("adapter", "merged"))
+    assert 1e4 < sizes["adapter"] < 1e6 and 1e5 < sizes["merged"] < 1e6  # both in kB
+    assert f"artifacts (MANIFEST.json): adapter/ {adapter}, merged/ {merged} (float32)" in lines
     for f in manifest["files"]:  # every artifact, with its size
         assert any(line.split()[:1] == [f["path"]] for line in lines), f["path"]
     assert lines[-1].startswith(f"  {len(manifest['files'])} files, ")

@@ -141,17 +141,24 @@ def test_a_finished_run_prints_a_summary_and_leaves_complete_artifacts(root, run
     *_, resumed = runs
     out = root / "out"
     metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    adapter = manifest["sizes"]["adapter"]
+    assert 10_000 < adapter < 1_000_000  # kB: r=8 on a hidden size of 64
     assert resumed.stdout.splitlines() == [
         f"done: best epoch {metrics['best_epoch']} of 2, 80 steps",
         f"  train loss {metrics['train_loss']:.4f}   eval loss {metrics['eval_loss']:.4f}   "
         f"perplexity {metrics['eval_perplexity']:.2f}   "
         f"{metrics['tokens_per_second']:,.0f} tokens/s",
-        f"  artifacts: file://{out}  (adapter/, loss_curve.png, metrics.json)",
+        f"  artifacts: file://{out}  (adapter/ {adapter / 1e3:.1f} kB, loss_curve.png, "
+        "metrics.json)",
         f"  details:   kubetune report file://{out}",
     ]
     losses = [e["eval_loss"] for e in metrics["epochs"]]
     assert losses[-1] < losses[0]
-    listed = {f["path"] for f in json.loads((out / "MANIFEST.json").read_text())["files"]}
+    # The job's copies of model and data are gone; the config and the log stay for the user.
+    workdir = root / "scratch" / "team-a" / "tiny"
+    assert {p.name for p in workdir.iterdir()} <= {"config.json", "trainer.log", "exits"}
+    listed = {f["path"] for f in manifest["files"]}
     assert {"loss_curve.png", "loss_curve.csv", "adapter/adapter_model.safetensors"} <= listed
     # The curve spans the stop: every step once, the steps before Ctrl-C included.
     steps = [int(line.split(",")[0]) for line in (out / "loss_curve.csv").read_text().split()[1:]]

@@ -127,6 +127,27 @@ def test_small_objects_exists_and_delete_prefix(root: str, tmp_path: Path, caplo
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_local_files_get_the_mode_cp_gives(umask: int, tmp_path: Path):
+    """0666 less the umask, not the 0600 of a temporary file: artifacts are read by other
+    users and by the pods that serve them."""
+    root = f"file://{tmp_path}/out"
+    source = write_tree(tmp_path / "source", {"a.bin": b"x" * 100})
+    before = os.umask(umask)
+    try:
+        store = open_store(root)
+        store.write_bytes(join_uri(root, "progress.json"), b"{}")
+        store.upload_dir(source, join_uri(root, "adapter"))
+        store.download_dir(join_uri(root, "adapter"), tmp_path / "copy" / "adapter")
+    finally:
+        os.umask(before)
+    written = [tmp_path / "out" / "progress.json", tmp_path / "out" / "adapter" / "a.bin"]
+    written.append(tmp_path / "copy" / "adapter" / "a.bin")
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~umask)}
+    folders = [tmp_path / "out", tmp_path / "out" / "adapter", tmp_path / "copy" / "adapter"]
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o777 & ~umask)}
+
+
 def test_download_dir_of_a_single_file(root: str, tmp_path: Path):
     store = open_store(root)
     (tmp_path / "train.jsonl").write_bytes(b'{"text": "hi"}\n')

@@ -3,6 +3,7 @@ the same model as one process with the same global batch."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -106,8 +107,10 @@ def test_two_nodes_through_the_image_entrypoint(single, tmp_path):
     logs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "rank 1 of 2 joined (gloo)" in logs[1]
-    for rank in range(2):  # each node downloaded the model into its own scratch
-        assert (tmp_path / f"node-{rank}" / "uid-1" / "model" / "config.json").exists()
+    for rank in range(2):  # each node downloaded the model into its own scratch, and removed
+        folder = tmp_path / f"node-{rank}" / "uid-1"  # it once the artifacts were complete
+        assert re.search(rf"{re.escape(config.model.source)}: \d+ files downloaded", logs[rank])
+        assert f"scratch: removed {folder} (" in logs[rank] and not folder.exists()
     metrics = json.loads((root / "out-nodes" / "metrics.json").read_text())
     assert metrics["steps"] == reference.steps
     ours = [e["eval_loss"] for e in metrics["epochs"]]

@@ -8,14 +8,25 @@ refuses it instead of mixing files.
 """
 
 import hashlib
+import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 from kubetune.api.v1alpha1 import ArtifactManifest, OwnerRecord, TrainerConfig, TrainingMetrics
-from kubetune.api.v1alpha1.outputs import CONFIG, MANIFEST, METRICS, OWNER, InvalidOutput
+from kubetune.api.v1alpha1.outputs import (
+    ADAPTER,
+    CONFIG,
+    MANIFEST,
+    MERGED,
+    METRICS,
+    OWNER,
+    InvalidOutput,
+    WeightsDtype,
+)
 from kubetune.storage import join_uri, room_for
 
 log = logging.getLogger(__name__)
@@ -81,21 +92,38 @@ def export(
         (staging / METRICS).write_text(metrics.model_dump_json(indent=2))
         (staging / CONFIG).write_text(config.model_dump_json(by_alias=True, indent=2))
         write(staging)
-    manifest = ArtifactManifest(job=config.job.model_dump(), files=listing(staging))
+    manifest = ArtifactManifest(
+        job=config.job.model_dump(),
+        model=config.model.model_dump(),
+        merged_dtype=saved_dtype(staging / MERGED),
+        files=listing(staging),
+    )
     started = time.monotonic()
     store.upload_dir(staging, config.output.uri)
     store.write_bytes(
         join_uri(config.output.uri, MANIFEST), manifest.model_dump_json(indent=2).encode()
     )
-    total = sum(f.size for f in manifest.files)
+    sizes = manifest.sizes
     log.info(
-        "artifacts: %d files, %.1f MB uploaded to %s in %.1f s",
+        "artifacts: %d files, %.1f MB (%s) uploaded to %s in %.1f s",
         len(manifest.files),
-        total / 1e6,
+        manifest.total_size / 1e6,
+        ", ".join(f"{n}/ {sizes[n] / 1e6:.1f} MB" for n in (ADAPTER, MERGED) if n in sizes),
         config.output.uri,
         time.monotonic() - started,
     )
     return manifest
+
+
+def saved_dtype(folder: Path) -> str | None:
+    """The dtype a saved model folder's config.json names (`dtype`, or older transformers'
+    `torch_dtype`); None without the folder, or for a dtype the manifest does not record."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    dtype = saved.get("dtype") or saved.get("torch_dtype")
+    return dtype if dtype in get_args(WeightsDtype) else None
 
 
 def listing(folder: Path) -> list[dict]:

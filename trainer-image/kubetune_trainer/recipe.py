@@ -24,7 +24,7 @@ from transformers import AutoConfig, get_scheduler
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune.api.v1alpha1.outputs import METRICS, PROMPT
 from kubetune.storage import join_uri, open_store
-from kubetune_trainer import checkpoint, distributed, inputs, resume, scoring
+from kubetune_trainer import checkpoint, distributed, inputs, model_files, resume, scoring, scratch
 from kubetune_trainer.artifacts import claim_output
 from kubetune_trainer.artifacts import export as write_artifacts
 from kubetune_trainer.batches import epoch_order, micro_batches, rank_share
@@ -103,6 +103,7 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
         log.info("%s: artifacts of this job are complete already; nothing to do", config.output.uri)
         if runtime.is_main:  # a run killed between MANIFEST.json and this cleanup left them
             checkpoint.delete_all(output, config.output.uri)
+        scratch.remove_job_folder(recipe.scratch, runtime)  # and this node's copies
         metrics = output.read_bytes(join_uri(config.output.uri, METRICS))
         recipe.finished = TrainingMetrics.model_validate_json(metrics)
         return recipe
@@ -292,6 +293,11 @@ def export(recipe: Recipe) -> TrainingMetrics:
         final = model_to_export(recipe)
         final.load_state_dict(state.best_weights, strict=False)
         answers = scoring.answers(recipe, final) if test else None  # before the merge below
+        model_files.name_base_model(final, recipe.config.model.model_id)
+        # The family sees merged_dtype resolved: bfloat16, float16 or float32, never auto.
+        base_config = AutoConfig.from_pretrained(recipe.model_dir)
+        dtype = model_files.merged_dtype(hp.merged_dtype, base_config)
+        export_hp = hp.model_copy(update={"merged_dtype": dtype})
 
         def write(folder: Path) -> None:
             if answers is not None:
@@ -299,23 +305,27 @@ def export(recipe: Recipe) -> TrainingMetrics:
             walk(recipe.callbacks, "on_end", recipe, EndEvent(metrics, folder))
             if recipe.prompt is not None:
                 (folder / PROMPT).write_text(recipe.prompt.model_dump_json(indent=2))
-            recipe.family.part.export(final, recipe.tokenizer, folder, hp)  # merges in place
+            recipe.family.part.export(final, recipe.tokenizer, folder, export_hp)  # merges
 
-        needed = model_bytes(final, hp)
+        needed = model_bytes(final, export_hp)
         write_artifacts(recipe.config, metrics, recipe.output, staging, needed, write)
         progress.finished(state.step, state.best["eval_loss"])
         checkpoint.delete_all(recipe.output, recipe.config.output.uri)
     else:
         walk(recipe.callbacks, "on_end", recipe, EndEvent(metrics, None))
     distributed.barrier(runtime)  # no rank exits before the artifacts are complete
+    scratch.remove_job_folder(recipe.scratch, runtime)  # after the barrier: no rank reads it
     return metrics
 
 
 def model_bytes(model, hp: Hyperparameters) -> int:
-    """The adapter, and with merge_weights the whole model: a lower bound on what the model
-    family's export writes."""
-    adapter = [p for p in model.parameters() if p.requires_grad]
-    return tensor_bytes(adapter + (list(model.parameters()) if hp.merge_weights else []))
+    """The adapter, and with merge_weights the whole model in merged_dtype (resolved): a
+    lower bound on what the model family's export writes."""
+    adapter = tensor_bytes([p for p in model.parameters() if p.requires_grad])
+    if not hp.merge_weights:
+        return adapter
+    weights = sum(p.numel() for p in model.parameters())
+    return adapter + weights * model_files.DTYPES[hp.merged_dtype].itemsize
 
 
 def model_to_export(recipe: Recipe):

@@ -9,6 +9,7 @@ from kubetune.api.v1alpha1 import ArtifactManifest, ProgressReport, SampleAnswer
 from kubetune.api.v1alpha1.outputs import (
     LOSS_CURVE_PNG,
     MANIFEST,
+    MERGED,
     METRICS,
     PROGRESS,
     SAMPLES,
@@ -100,7 +101,6 @@ def read(store, uri: str, kind: type[T]) -> T:
 def summary(outputs: Outputs) -> list[str]:
     """A few lines: the best epoch's figures and where the artifacts are."""
     m, listed = outputs.metrics, files(outputs)
-    folders = sorted({f.path.split("/")[0] + "/" for f in listed if "/" in f.path})
     curve = [LOSS_CURVE_PNG] if any(f.path == LOSS_CURVE_PNG for f in listed) else []
     test = [f"  {test_line(m)}"] if m.test_loss is not None else []
     return [
@@ -108,7 +108,7 @@ def summary(outputs: Outputs) -> list[str]:
         f"  train loss {m.train_loss:.4f}   eval loss {m.eval_loss:.4f}   "
         f"perplexity {m.eval_perplexity:.2f}   {m.tokens_per_second:,.0f} tokens/s",
         *test,
-        f"  artifacts: {outputs.uri}  ({', '.join(folders + curve + [METRICS])})",
+        f"  artifacts: {outputs.uri}  ({', '.join(folders(outputs.manifest) + curve + [METRICS])})",
         f"  details:   kubetune report {outputs.uri}",
     ]
 
@@ -122,10 +122,11 @@ def test_line(m: TrainingMetrics) -> str:
 
 def report(outputs: Outputs) -> list[str]:
     """Per-epoch table (best marked), throughput, and every artifact file with its size."""
-    m, job = outputs.metrics, outputs.manifest.job
+    m, job, model = outputs.metrics, outputs.manifest.job, outputs.manifest.model
     lines = [
         f"FineTuneJob {job.namespace}/{job.name} (uid {job.uid})",
         f"output: {outputs.uri}",
+        *([f"model: {model.model_id} ({model.source})"] if model else []),
         "",
         "  epoch   train loss   eval loss   perplexity",
     ]
@@ -145,7 +146,9 @@ def report(outputs: Outputs) -> list[str]:
         "",
     ]
     lines += sample_lines(outputs.answers)
-    lines.append(f"artifacts ({MANIFEST}):")
+    lines.append(
+        " ".join([f"artifacts ({MANIFEST}):", ", ".join(folders(outputs.manifest))]).rstrip()
+    )
     listed = files(outputs)
     width = max((len(f.path) for f in listed), default=0)
     lines += [f"  {f.path:<{width}}  {size(f.size):>9}" for f in listed]
@@ -180,6 +183,14 @@ def shown(text: str, tail: bool = False) -> str:
 
 def files(outputs: Outputs):
     return outputs.manifest.files
+
+
+def folders(manifest: ArtifactManifest) -> list[str]:
+    """The output's folders with their sizes, merged/ with its dtype: "merged/ 269.0 MB
+    (bfloat16)"."""
+    named = sorted({f.path.split("/")[0] for f in manifest.files if "/" in f.path})
+    dtype = {MERGED: f" ({manifest.merged_dtype})"} if manifest.merged_dtype else {}
+    return [f"{name}/ {size(manifest.sizes[name])}{dtype.get(name, '')}" for name in named]
 
 
 def size(n: int) -> str:

@@ -4,8 +4,8 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,15 +117,28 @@ def _locked(path: Path) -> Iterator[None]:
 
 @contextmanager
 def atomic(dest: Path) -> Iterator[Path]:
-    """A temporary path beside dest that replaces dest only once fully written."""
+    """A temporary path beside dest that replaces dest only once fully written. It is created
+    with the mode a plain `cp` gives (0666 less the umask: 0644 usually), not mkstemp's 0600:
+    os.replace keeps the temporary file's mode, and artifacts must be readable by others."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_file_beside(dest)
     try:
         yield Path(tmp)
         os.replace(tmp, dest)  # atomic within one filesystem
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _new_file_beside(dest: Path) -> str:
+    """An empty file of a fresh random name in dest's folder, created exclusively."""
+    for _ in range(100):
+        path = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return str(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{dest.parent}: no free temporary name for {dest.name}")
 
 
 def write_atomic(path: Path, data: bytes) -> None:

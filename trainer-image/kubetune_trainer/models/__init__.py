@@ -30,7 +30,9 @@ class ModelFamily:
     collate: Callable[[list, int, torch.device], dict[str, torch.Tensor]]
     # rows -> label tokens that count in the loss
     count_labels: Callable[[list], int]
-    # (model, tokenizer, staging, hp) -> writes adapter/ and, with merge_weights, merged/
+    # (model, tokenizer, staging, hp) -> writes adapter/ and, with merge_weights, merged/ in
+    # hp.merged_dtype (resolved by the recipe: bfloat16, float16 or float32, never auto); the
+    # model's peft config names the hub modelId as its base (model_files has the helpers)
     export: Callable[[Any, Any, Path, Hyperparameters], None]
     description: str = ""
     # (model, prompt ids, max new tokens, tokenizer) -> the greedy answer's ids, for the test

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from kubetune_trainer import batches
+from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
+from kubetune_trainer import batches, model_files
 from kubetune_trainer import model as causal_model
 from kubetune_trainer.models import MODELS, ModelFamily
 from kubetune_trainer.models.label_loss import LabelPositionsLoss
@@ -38,13 +39,11 @@ def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[i
 
 
 def export(model, tokenizer, staging: Path, hp) -> None:
-    model.save_pretrained(staging / "adapter")
-    tokenizer.save_pretrained(staging / "adapter")
+    model_files.save_adapter(model, tokenizer, staging / ADAPTER)
     if hp.merge_weights:
         # Last: merging folds the adapter into the base weights in place.
         merged = causal_model.merged_model(model)
-        merged.save_pretrained(staging / "merged")
-        tokenizer.save_pretrained(staging / "merged")
+        model_files.save_merged(merged, tokenizer, staging / MERGED, hp.merged_dtype)
 
 
 MODELS.add(

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM
 
 from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
+from kubetune_trainer import model_files
 from kubetune_trainer.formats.samples import IGNORE_INDEX, Sample
 from kubetune_trainer.model import ModelError, read_config, with_lora
 from kubetune_trainer.models import MODELS, ModelFamily
@@ -176,13 +178,11 @@ def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[i
 
 def export(model, tokenizer, staging: Path, hp: Hyperparameters) -> None:
     """adapter/ (the LoRA weights and the tokenizer) and, with merge_weights, merged/."""
-    model.save_pretrained(staging / "adapter")
-    tokenizer.save_pretrained(staging / "adapter")
+    model_files.save_adapter(model, tokenizer, staging / ADAPTER)
     if hp.merge_weights:
         # Last: merging folds the adapter into the base weights in place.
         merged = model.merge_and_unload()
-        merged.save_pretrained(staging / "merged")
-        tokenizer.save_pretrained(staging / "merged")
+        model_files.save_merged(merged, tokenizer, staging / MERGED, hp.merged_dtype)
 
 
 SEQ2SEQ_LM = MODELS.add(

@@ -133,6 +133,12 @@ class Hyperparameters(Strict):
         description="Also export the base model with the adapter merged in (merged/). "
         "Default: true.",
     )
+    merged_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="dtype of merged/'s weights: auto keeps the base model's own (the dtype its "
+        "config.json names; float32 where it names none), or bfloat16, float16, float32. "
+        "Default: auto.",
+    )
     lora_target_modules: list[TargetModule] | None = Field(
         None,
         max_length=32,

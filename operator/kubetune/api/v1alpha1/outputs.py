@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from kubetune.api.v1alpha1.trainer_config import JobIdentity
+from kubetune.api.v1alpha1.trainer_config import JobIdentity, ModelSource
 
 PROGRESS = "progress.json"
 METRICS = "metrics.json"
@@ -48,6 +48,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_MANIFEST = "CHECKPOINT.json"  # in each checkpoints/step-NNNNNNNN/, written last
 
 State = Literal["starting", "training", "succeeded", "failed", "stopped"]
+WeightsDtype = Literal["bfloat16", "float16", "float32"]
 ENDED: tuple[State, ...] = ("succeeded", "failed", "stopped")
 
 
@@ -74,6 +75,12 @@ class OutputFile(BaseModel):
 
 class JobRecord(JobIdentity, OutputFile):
     """The job a file belongs to: TrainerConfig's job (its fields), read as the files are."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+
+class ModelRecord(ModelSource, OutputFile):
+    """The base model: TrainerConfig's model (its fields), read as the files are."""
 
     model_config = ConfigDict(extra="ignore", strict=False)
 
@@ -238,4 +245,30 @@ class ArtifactManifest(OutputFile):
     output is complete, and a file it lists must be there with its size."""
 
     job: JobRecord = Field(description="The job that wrote the artifacts.")
+    model: ModelRecord | None = Field(
+        None,
+        description="The base model the adapter applies to: its hub model_id (adapter/'s "
+        "base_model_name_or_path) and the source folder it was read from. Unset in manifests "
+        "of trainers before it.",
+    )
+    merged_dtype: WeightsDtype | None = Field(
+        None, description="dtype of merged/'s weights, as its config.json says; unset without it."
+    )
     files: list[ManifestFile] = Field(description="Every artifact file, sorted by path.")
+
+    @computed_field(
+        description="Bytes per top-level entry of the output, by name: a folder (adapter, "
+        'merged) counts all its files, e.g. {"adapter": 3200000, "metrics.json": 623}.'
+    )
+    @property
+    def sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for f in self.files:
+            top = f.path.split("/", 1)[0]
+            sizes[top] = sizes.get(top, 0) + f.size
+        return sizes
+
+    @computed_field(description="Bytes of all the artifact files.")
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
