@@ -128,3 +128,19 @@ def int8_options(device: torch.device) -> dict:
 def merged_model(model: PeftModel) -> PreTrainedModel:
     """The base model with the adapter folded in, for the merged/ export."""
     return model.merge_and_unload()
+
+
+def greedy(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[int]:
+    """The first sequence `model.generate` returns for one prompt, decoding greedily: for a
+    causal model the prompt and its continuation, for an encoder-decoder the decoder's start
+    token and its output."""
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[0].tolist()

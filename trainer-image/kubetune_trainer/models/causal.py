@@ -3,8 +3,6 @@ on packed rows (padding-free, positions restart per sample), exported as adapter
 
 from pathlib import Path
 
-import torch
-
 from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
 from kubetune_trainer import batches, model_files
 from kubetune_trainer import model as causal_model
@@ -26,16 +24,7 @@ def rows(samples, hp, max_length: int, packed: bool):
 
 def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[int]:
     """Greedy continuation of the prompt, which is the model's input: the new tokens only."""
-    ids = torch.tensor([prompt], device=next(model.parameters()).device)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return out[0, len(prompt) :].tolist()
+    return causal_model.greedy(model, prompt, max_new_tokens, tokenizer)[len(prompt) :]
 
 
 def export(model, tokenizer, staging: Path, hp) -> None:

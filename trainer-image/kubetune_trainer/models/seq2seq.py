@@ -16,7 +16,7 @@ from kubetune.api.v1alpha1 import Hyperparameters
 from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
 from kubetune_trainer import model_files
 from kubetune_trainer.formats.samples import IGNORE_INDEX, Sample
-from kubetune_trainer.model import ModelError, read_config, with_lora
+from kubetune_trainer.model import ModelError, greedy, read_config, with_lora
 from kubetune_trainer.models import MODELS, ModelFamily
 from kubetune_trainer.registry import NoOptions
 
@@ -164,16 +164,7 @@ def count_labels(rows: list[Seq2SeqRow]) -> int:
 def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[int]:
     """Greedy target for the prompt, which goes to the encoder: the decoder's tokens after its
     start token."""
-    ids = torch.tensor([prompt], device=next(model.parameters()).device)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return out[0, 1:].tolist()
+    return greedy(model, prompt, max_new_tokens, tokenizer)[1:]
 
 
 def export(model, tokenizer, staging: Path, hp: Hyperparameters) -> None:
