@@ -46,7 +46,7 @@ def rows_and_model(hp: Hyperparameters):
 
 
 def step(model, batch, items: int) -> float:
-    loss = model(**batch, num_items_in_batch=items).loss
+    loss = model(**batch, use_cache=False, num_items_in_batch=items).loss  # as the trainer
     loss.backward()
     model.zero_grad(set_to_none=True)
     return loss.item()

@@ -7,6 +7,11 @@ import torch
 from kubetune_trainer import distributed
 from kubetune_trainer.batches import micro_batches, rank_share
 
+# No KV cache in training and evaluation: with one (the config's use_cache, on by default),
+# transformers does not build the packed-sequence mask from position_ids, and the samples
+# packed in a row would attend to each other.
+NO_CACHE = {"use_cache": False}
+
 
 def train_step(recipe, group: list[list]) -> tuple[float, int, int]:
     """One optimizer step over this rank's micro-batches `group`.
@@ -28,7 +33,7 @@ def train_step(recipe, group: list[list]) -> tuple[float, int, int]:
         with recipe.strategy.part.no_sync(recipe.model, i == len(inputs) - 1):
             # loss = this micro-batch's label losses / the step's label count on all ranks;
             # DDP and FSDP average gradients over ranks, so scale back up by world size.
-            loss = recipe.model(**batch, num_items_in_batch=max(int(labels), 1)).loss
+            loss = recipe.model(**batch, **NO_CACHE, num_items_in_batch=max(int(labels), 1)).loss
             (loss * runtime.world_size).backward()
         step_loss += loss.detach()
     if hp.max_grad_norm > 0:
@@ -58,7 +63,7 @@ def evaluate(recipe, rows: list) -> float:
     for batch in micro_batches(share, recipe.hp.per_device_eval_batch_size):
         n = family.count_labels(batch)
         inputs = family.collate(batch, recipe.tokenizer.pad_token_id, runtime.device)
-        total += recipe.model(**inputs, num_items_in_batch=max(n, 1)).loss.item() * n
+        total += recipe.model(**inputs, **NO_CACHE, num_items_in_batch=max(n, 1)).loss.item() * n
         tokens += n
     total, tokens = distributed.all_sum([total, tokens], runtime)
     recipe.model.train()
