@@ -236,6 +236,23 @@ SIDES = {
 }
 
 
+def profiled(run, args, report: Path) -> Result:
+    """`run(*args)` under pyinstrument (the Python call tree: report) and torch.profiler (the
+    operators by their own CPU time: report.ops)."""
+    from pyinstrument import Profiler
+    from torch.profiler import ProfilerActivity, profile
+
+    python = Profiler(interval=0.01)
+    with profile(activities=[ProfilerActivity.CPU]) as ops:
+        python.start()
+        result = run(*args)
+        python.stop()
+    report.write_text(python.output_text(color=False))
+    table = ops.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+    report.with_name(report.name + ".ops").write_text(table)
+    return result
+
+
 def main() -> None:
     name, job = sys.argv[1], Path(sys.argv[2])
     settings = json.loads((job / "settings.json").read_text())
@@ -245,16 +262,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     out = job / name
     out.mkdir()
-    profile = os.environ.get("BENCH_PROFILE")  # a pyinstrument text report goes there
+    profile = os.environ.get("BENCH_PROFILE")
     if profile:
-        from pyinstrument import Profiler
-
-        profiler = Profiler(interval=0.005)
-        profiler.start()
-    result = SIDES[name].run(job, settings, out)
-    if profile:
-        profiler.stop()
-        Path(profile).write_text(profiler.output_text(show_all=False, color=False))
+        result = profiled(SIDES[name].run, (job, settings, out), Path(profile))
+    else:
+        result = SIDES[name].run(job, settings, out)
     (out / "result.json").write_text(json.dumps(asdict(result)))
 
 
