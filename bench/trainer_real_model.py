@@ -57,7 +57,7 @@ LORA = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=72, help="training records")
+    parser.add_argument("--records", type=int, default=56, help="training records")
     parser.add_argument("--val-records", type=int, default=16, help="validation records")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rows-per-step", type=int, default=1, help="packed rows per step")
@@ -224,10 +224,8 @@ def main() -> None:
         splits = load_splits(job / "data" / "train", job / "data" / "validation", hp, tokenizer)
         lengths = [len(s.input_ids) for s in splits.train]
         rows = pack(splits.train, ROW_TOKENS)
-        # Trainer's batch: as many samples as the packed sides put into a step, on average,
-        # rounded to even (two micro-batches of half each, real_model_sides.run_hf).
-        per_step = len(lengths) / len(rows) * args.rows_per_step
-        settings["hf_batch"] = 2 * max(1, round(per_step / 2))
+        # Trainer's batch: as many samples as the packed sides put into a step, on average.
+        settings["hf_batch"] = max(1, round(len(lengths) / len(rows) * args.rows_per_step))
         (job / "settings.json").write_text(json.dumps(settings))
         print(
             f"bench: SmolLM2-135M-Instruct fp32, {len(lengths)} train / {len(splits.validation)}"
@@ -243,7 +241,7 @@ def main() -> None:
         print(
             f"LoRA r={LORA['lora_r']} alpha {LORA['lora_alpha']} dropout {LORA['lora_dropout']} "
             f"on {','.join(LORA['lora_targets'])}; a step: {args.rows_per_step} packed row(s) "
-            f"(kubetune, trl) or {settings['hf_batch']} records (hf: 2 micro-batches, each padded)",
+            f"(kubetune, trl) or {settings['hf_batch']} padded records (hf)",
             flush=True,
         )
         results = [run_side(name, job, args.threads, args.profile) for name in names]
