@@ -9,7 +9,7 @@ records. Reading the output: one row per side, the machine's matmul GFLOP/s, and
 tokens/s over theirs), `real_model_mfu_fp32=` (kubetune's) and `real_model_mfu_bf16=`.
 Figures compare within one run: other load on the machine moves every side.
 
-    .venv/bin/python bench/trainer_real_model.py                # ~10 minutes on 2 cores
+    .venv/bin/python bench/trainer_real_model.py                # ~10 minutes on 2 idle cores
     .venv/bin/python bench/trainer_real_model.py --quick        # smoke run, ~2 minutes
     .venv/bin/python bench/trainer_real_model.py --sides kubetune --profile /tmp/p.txt
 """
