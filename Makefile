@@ -60,10 +60,13 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 
-# Our training loop vs a plain Hugging Face Trainer on CPU, a few minutes, then the operator
+# Our training loop vs a plain Hugging Face Trainer on CPU, a few minutes; on SmolLM2 against
+# Trainer and TRL (the bench extra, not in CI's install), about ten; then the operator
 # with 1,000 FineTuneJobs against the test API server, about a minute (bench/README.md).
 bench: install
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/trainer_throughput.py
+	$(BIN)/python bench/trainer_real_model.py
 	$(BIN)/python bench/operator_scale.py --jobs 1000
 
 # Generated from the pydantic API types; tests fail when the committed files drift.
@@ -76,7 +79,7 @@ crds: install
 lock:
 	rm -rf /tmp/kubetune-lock && $(PYTHON) -m venv /tmp/kubetune-lock
 	/tmp/kubetune-lock/bin/pip install -q --upgrade pip==$(PIP_VERSION)
-	/tmp/kubetune-lock/bin/pip install -q -e '.[operator,trainer,mlflow,test]'
+	/tmp/kubetune-lock/bin/pip install -q -e '.[operator,trainer,mlflow,test,bench]'
 	( head -2 constraints.txt; /tmp/kubetune-lock/bin/pip freeze --exclude-editable \
 	  | sed 's/+cpu$$//' ) > constraints.txt.new && mv constraints.txt.new constraints.txt
 
