@@ -3,8 +3,6 @@ resolve and render code, as plain YAML a reviewer (or kubectl) reads."""
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,20 +15,11 @@ from kubetune.render.model_access import render_model_urls_secret
 from kubetune.render.pytorchjob import render_pytorchjob
 from kubetune.render.trainjob import render_trainjob
 from kubetune.resolve.plan import plan
+from tests.support.cli import kubetune
 
 REPO = Path(__file__).resolve().parents[2]
 HUB = REPO / "examples" / "modelhub.yaml"
 JOB = REPO / "examples" / "finetunejob-instruction.yaml"
-
-
-def kubetune(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
 
 
 class Hubs:

@@ -3,28 +3,15 @@ folder and on S3 alike, and a clear answer when the job has not finished there."
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kubetune.storage import open_store
 from kubetune_trainer.train import train
+from tests.support.cli import kubetune
 from tests.support.s3 import make_bucket, s3_endpoint_fixture, s3_server_fixture  # noqa: F401
 from tests.support.training import config_for, hold_out, make_job, runtime, with_data
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def kubetune(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 S3 (written by the real trainer, or through the API types), never a credential value, and clear
 answers for an unfinished job or artifacts a cluster cannot read."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import yaml
 
 from kubetune.storage import open_store
 from kubetune_trainer.train import train
+from tests.support.cli import kubetune
 from tests.support.outputs import kubernetes_validate, write_finished
 from tests.support.s3 import (  # noqa: F401
     ACCESS_KEY_ID,
@@ -20,18 +19,6 @@ from tests.support.s3 import (  # noqa: F401
     s3_server_fixture,
 )
 from tests.support.training import config_for, make_job, runtime
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def kubetune(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
 
 
 def uploaded(folder: Path, uri: str) -> str:
