@@ -2,8 +2,7 @@
 `python bench/real_model_sides.py SIDE JOB_DIR` trains as JOB_DIR/settings.json says, saves
 the LoRA adapter to JOB_DIR/SIDE/adapter/ and its figures to JOB_DIR/SIDE/result.json.
 
-A side is an entry of SIDES: a name, the dtype it trains in and a function. A kubetune bf16
-side, once the trainer has a precision knob, is one more entry.
+A side is an entry of SIDES: a name, the dtype it trains in and a function.
 """
 
 import json
@@ -12,6 +11,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +40,10 @@ class Result:
     timed: str  # what `seconds` covers
 
 
-def hyperparameters(s: dict) -> Hyperparameters:
+def hyperparameters(s: dict, precision: str = "fp32") -> Hyperparameters:
     """The recipe every side follows, in the product's own terms."""
     return Hyperparameters(
+        precision=precision,
         instruction_tuned=True,
         epoch=s["epochs"],
         learning_rate=s["lr"],
@@ -58,9 +59,9 @@ def hyperparameters(s: dict) -> Hyperparameters:
     )
 
 
-def run_kubetune(job: Path, s: dict, out: Path) -> Result:
-    """The product as a job runs it; figures from its metrics, the adapter it exports (the
-    best epoch's, by its own validation loss)."""
+def run_kubetune(job: Path, s: dict, out: Path, precision: str) -> Result:
+    """The product as a job runs it, at `precision`; figures from its metrics, the adapter it
+    exports (the best epoch's, by its own validation loss)."""
     config = TrainerConfig.model_validate(
         {
             "job": {"name": "bench", "namespace": "local", "uid": "bench-real"},
@@ -69,7 +70,7 @@ def run_kubetune(job: Path, s: dict, out: Path) -> Result:
                 "train": f"file://{job}/data/train",
                 "validation": f"file://{job}/data/validation",
             },
-            "hyperparameters": hyperparameters(s).model_dump(),
+            "hyperparameters": hyperparameters(s, precision).model_dump(),
             "output": {"uri": f"file://{out}/run"},
         }
     )
@@ -111,8 +112,9 @@ class Clock(TrainerCallback):
 TIMED_LOOP = "Trainer's loop, on_train_begin to on_train_end (data loading included)"
 
 
-def common_args(s: dict, out: Path) -> dict:
-    """TrainingArguments both Trainer-based sides share: the same recipe as the product."""
+def common_args(s: dict, out: Path, bf16: bool = False) -> dict:
+    """TrainingArguments both Trainer-based sides share: the same recipe as the product;
+    `bf16`: Trainer's mixed precision (CPU autocast over the float32 model)."""
     return dict(
         output_dir=str(out / "trainer"),
         num_train_epochs=s["epochs"],
@@ -124,7 +126,7 @@ def common_args(s: dict, out: Path) -> dict:
         optim="adamw_torch",  # torch.optim.AdamW, as the product uses
         seed=s["seed"],
         use_cpu=True,
-        bf16=False,  # fp32, as the product on CPU (TRL's SFTConfig defaults to bf16)
+        bf16=bf16,  # TRL's SFTConfig defaults to bf16; the fp32 sides say False
         gradient_checkpointing=False,  # as the product (TRL's SFTConfig defaults to on)
         dataloader_num_workers=0,
         eval_strategy="no",
@@ -182,7 +184,7 @@ def run_hf(job: Path, s: dict, out: Path) -> Result:
     return finish(trainer, clock, counting, out, TIMED_LOOP)
 
 
-def run_trl(job: Path, s: dict, out: Path) -> Result:
+def run_trl(job: Path, s: dict, out: Path, bf16: bool = False) -> Result:
     """TRL's SFTTrainer on the same records as prompt/completion text: best-fit packing into
     rows of row_tokens, padding-free, loss on completions only; it tokenizes them itself."""
     from datasets import Dataset, disable_progress_bars
@@ -201,7 +203,7 @@ def run_trl(job: Path, s: dict, out: Path) -> Result:
         padding_free=True,
         completion_only_loss=True,
         max_length=s["row_tokens"],
-        **common_args(s, out),
+        **common_args(s, out, bf16),
     )
     clock = Clock()
     trainer = SFTTrainer(
@@ -229,9 +231,26 @@ class Side:
 SIDES = {
     side.name: side
     for side in (
-        Side("kubetune", "fp32", run_kubetune, "the product: train(config, runtime), packed"),
+        Side(
+            "kubetune",
+            "fp32",
+            partial(run_kubetune, precision="fp32"),
+            "the product: train(config, runtime), packed, precision fp32",
+        ),
+        Side(
+            "kubetune-bf16",
+            "bf16",
+            partial(run_kubetune, precision="bf16"),
+            "the product, precision bf16 (frozen base in bf16, LoRA and AdamW in fp32)",
+        ),
         Side("hf", "fp32", run_hf, "transformers.Trainer, dynamic padding"),
         Side("trl", "fp32", run_trl, "trl.SFTTrainer, bfd packing, padding-free"),
+        Side(
+            "trl-bf16",
+            "bf16",
+            partial(run_trl, bf16=True),
+            "trl.SFTTrainer as trl, bf16=True (its default: CPU autocast)",
+        ),
     )
 }
 

@@ -4,9 +4,12 @@ padding-free, completion-only loss), the same LoRA, data, epochs, seed and threa
 
 Each side trains in its own process (bench/real_model_sides.py), so its peak RSS is its own;
 this process then scores every side's adapter with one function on the same validation
-records. Reading the output: one row per side, the machine's matmul GFLOP/s, and last
-`real_model_speedup_vs_hf_trainer=`, `real_model_speedup_vs_trl=` (kubetune's non-padding
-tokens/s over theirs), `real_model_mfu_fp32=` (kubetune's) and `real_model_mfu_bf16=`.
+records. Reading the output: one row per side, the machine's matmul GFLOP/s, what kubetune's
+`precision: auto` picks here, and last `real_model_speedup_vs_hf_trainer=`,
+`real_model_speedup_vs_trl=`, `real_model_speedup_vs_trl_bf16=` (non-padding tokens/s of
+kubetune at the precision auto picks over theirs), `real_model_bf16_eval_loss_gap=` (bf16's
+eval loss against fp32's, relative; the stated tolerance is 1%), `real_model_mfu_fp32=` and
+`real_model_mfu_bf16=` (kubetune's, each against the matmul peak of its own dtype).
 Figures compare within one run: other load on the machine moves every side.
 
     .venv/bin/python bench/trainer_real_model.py                # ~10 minutes on 2 idle cores
@@ -38,6 +41,7 @@ from kubetune.local import smollm2  # noqa: E402
 from kubetune_trainer.data import IGNORE_INDEX, load_splits  # noqa: E402
 from kubetune_trainer.model import load_tokenizer  # noqa: E402
 from kubetune_trainer.packing import pack  # noqa: E402
+from kubetune_trainer.precision import measured  # noqa: E402
 
 SIDES_SCRIPT = Path(__file__).with_name("real_model_sides.py")
 ROW_TOKENS = 1024  # packed rows (kubetune, TRL) and the longest sample
@@ -63,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows-per-step", type=int, default=1, help="packed rows per step")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    parser.add_argument("--sides", default="kubetune,hf,trl", help="comma-separated")
+    parser.add_argument("--sides", default="kubetune,kubetune-bf16,hf,trl,trl-bf16",
+                        help="comma-separated")  # fmt: skip
     parser.add_argument("--profile", help="run the sides under pyinstrument; report to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few records, 1 epoch")
     args = parser.parse_args()
@@ -228,7 +233,7 @@ def main() -> None:
         settings["hf_batch"] = max(1, round(len(lengths) / len(rows) * args.rows_per_step))
         (job / "settings.json").write_text(json.dumps(settings))
         print(
-            f"bench: SmolLM2-135M-Instruct fp32, {len(lengths)} train / {len(splits.validation)}"
+            f"bench: SmolLM2-135M-Instruct, {len(lengths)} train / {len(splits.validation)}"
             f" validation records, {args.epochs} epoch(s), lr {args.lr}, seed 0, "
             f"{args.threads} thread(s); load average before {load:.1f} on {os.cpu_count()} CPUs",
             flush=True,
@@ -248,15 +253,19 @@ def main() -> None:
         before = eval_loss(model_dir, None, splits.validation)
         for r in results:
             r["eval_loss"] = eval_loss(model_dir, job / r["side"] / "adapter", splits.validation)
-    fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    per_token, formula = flops_per_token(AutoConfig.from_pretrained(model_dir), lengths)
-    report(results, SIDES, before, fp32, bf16, per_token, formula, os.getloadavg()[0])
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    config = AutoConfig.from_pretrained(model_dir)
+    per_token, formula = flops_per_token(config, lengths)
+    auto = measured(config, ROW_TOKENS * args.rows_per_step)
+    report(results, SIDES, before, peak, per_token, formula, auto, os.getloadavg()[0])
 
 
-def report(results, sides, before, fp32, bf16, per_token, formula, load_after) -> None:
+def report(results, sides, before, peak, per_token, formula, auto, load_after) -> None:
+    fp32, bf16 = peak["fp32"], peak["bf16"]
     print(f"machine: matmul 2048x576x1536 fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s "
           f"(bf16/fp32 {bf16 / fp32:.2f}); load average after {load_after:.1f}")  # fmt: skip
-    print(formula + "; MFU = tokens/s x FLOPs/token / fp32 matmul peak")
+    print(f"kubetune precision auto here: {auto.name} ({auto.reason})")
+    print(formula + "; MFU = tokens/s x FLOPs/token / the matmul peak of the side's dtype")
     print(f"eval loss before training: {before:.4f}")
     print(
         f"{'side':<9} {'dtype':<5} {'steps':>5} {'tokens':>8} {'padding':>7} {'train s':>8} "
@@ -265,7 +274,7 @@ def report(results, sides, before, fp32, bf16, per_token, formula, load_after) -
     rate = {}
     for r in results:
         rate[r["side"]] = r["tokens"] / r["seconds"]
-        mfu = rate[r["side"]] * per_token / (fp32 * 1e9)
+        mfu = rate[r["side"]] * per_token / (peak[sides[r["side"]].dtype] * 1e9)
         r["mfu"] = mfu
         print(
             f"{r['side']:<9} {sides[r['side']].dtype:<5} {r['steps']:>5} {r['tokens']:>8,} "
@@ -275,12 +284,19 @@ def report(results, sides, before, fp32, bf16, per_token, formula, load_after) -
     for r in results:
         print(f"  {r['side']}: {sides[r['side']].what}; train s = {r['timed']}; "
               f"process wall {r['wall']:.0f} s")  # fmt: skip
-    ours = next((r for r in results if r["side"] == "kubetune"), None)
-    for other, key in (("hf", "hf_trainer"), ("trl", "trl")):
-        value = f"{rate['kubetune'] / rate[other]:.2f}" if ours and other in rate else "n/a"
+    by_side = {r["side"]: r for r in results}
+    ours = {"fp32": by_side.get("kubetune"), "bf16": by_side.get("kubetune-bf16")}
+    picked = ours[auto.name] or ours["fp32"] or ours["bf16"]
+    for other, key in (("hf", "hf_trainer"), ("trl", "trl"), ("trl-bf16", "trl_bf16")):
+        value = "n/a"
+        if picked and other in rate:
+            value = f"{rate[picked['side']] / rate[other]:.2f}"
         print(f"real_model_speedup_vs_{key}={value}")
-    print(f"real_model_mfu_fp32={ours['mfu']:.4f}" if ours else "real_model_mfu_fp32=n/a")
-    print("real_model_mfu_bf16=n/a")  # no kubetune bf16 side until the precision knob exists
+    if ours["fp32"] and ours["bf16"]:
+        gap = ours["bf16"]["eval_loss"] / ours["fp32"]["eval_loss"] - 1
+        print(f"real_model_bf16_eval_loss_gap={gap:+.4f}")
+    for dtype, r in ours.items():
+        print(f"real_model_mfu_{dtype}=" + (f"{r['mfu']:.4f}" if r else "n/a"))
 
 
 if __name__ == "__main__":

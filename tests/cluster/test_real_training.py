@@ -149,10 +149,39 @@ def by_role(pods: list[dict]) -> dict[str, dict]:
 CONTAINER = {"PyTorchJob": "pytorch", "TrainJob": "node"}
 
 
+def wait_to_finish(plane, kubelet, kind: str, name: str, timeout: float) -> dict:
+    """The finished FineTuneJob; on a timeout, the failure says where each part had got to."""
+    try:
+        return wait_for("the FineTuneJob to finish", lambda: finished(plane, name), timeout, 1)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{story(plane, kubelet, kind, name)}") from None
+
+
+def story(plane, kubelet: LocalKubelet, kind: str, name: str, lines: int = 25) -> str:
+    """The FineTuneJob's status, its training job's conditions, and each pod's phase,
+    container states and last log lines, as the kubelet ran them."""
+    told = [f"FineTuneJob status: {(get(plane, 'ftj', '-n', NS, name) or {}).get('status')}"]
+    training_job = get(plane, kind.lower(), "-n", NS, name) or {}
+    told.append(f"{kind} status: {training_job.get('status')}")
+    for pod in pods_of(plane, name):
+        pod_name, status = pod["metadata"]["name"], pod.get("status") or {}
+        containers = [*(status.get("initContainerStatuses") or []),
+                      *(status.get("containerStatuses") or [])]  # fmt: skip
+        states = [(c["name"], c.get("state")) for c in containers]
+        told.append(f"pod {pod_name}: {status.get('phase')} {states}")
+        for container in ("init-pytorch", CONTAINER[kind]):
+            log = kubelet.log(NS, pod_name, container).splitlines()[-lines:]
+            if log:
+                told.append(f"--- {pod_name}/{container}, last lines:\n" + "\n".join(log))
+    runs = [(r.name, r.phase) for r in list(kubelet.runs.values()) if r.name.startswith(name)]
+    told.append(f"kubelet runs: {runs}")
+    return "\n".join(told)
+
+
 def test_two_pods_train_the_tiny_model_and_the_status_shows_its_metrics(stack):
     plane, kubelet, buckets, kind = stack
     plane.create([job("tiny-tune", "good", buckets)])
-    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-tune"), 300, 1)
+    done = wait_to_finish(plane, kubelet, kind, "tiny-tune", 300)
     listed = pods_of(plane, "tiny-tune")
     pods = by_role(listed)
     logs = {role: kubelet.log(NS, p["metadata"]["name"], CONTAINER[kind])
@@ -210,7 +239,7 @@ def test_two_pods_train_the_tiny_model_and_the_status_shows_its_metrics(stack):
 def test_a_broken_data_line_fails_the_job_at_once_with_the_trainers_message(stack):
     plane, kubelet, buckets, kind = stack
     plane.create([job("tiny-bad", "bad", buckets)])
-    done = wait_for("the FineTuneJob to finish", lambda: finished(plane, "tiny-bad"), 180, 1)
+    done = wait_to_finish(plane, kubelet, kind, "tiny-bad", 300)
     pods = pods_of(plane, "tiny-bad")
     logs = {p["metadata"]["name"]: kubelet.log(NS, p["metadata"]["name"], CONTAINER[kind])
             for p in pods}  # fmt: skip

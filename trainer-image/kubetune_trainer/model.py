@@ -8,6 +8,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from kubetune.api.v1alpha1 import Hyperparameters
+from kubetune_trainer import lora_dropout
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def with_lora(auto_class, model_dir, config, hp, device, dtype, task_type: str, 
         task_type=task_type,
     )
     model = get_peft_model(base, lora)
+    if device.type == "cpu":  # torch's CUDA dropout is one fused kernel already
+        lora_dropout.install(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info(

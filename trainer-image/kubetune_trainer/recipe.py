@@ -24,7 +24,16 @@ from transformers import AutoConfig, get_scheduler
 from kubetune.api.v1alpha1 import Hyperparameters, TrainerConfig, TrainingMetrics
 from kubetune.api.v1alpha1.outputs import METRICS, PROMPT
 from kubetune.storage import join_uri, open_store
-from kubetune_trainer import checkpoint, distributed, inputs, model_files, resume, scoring, scratch
+from kubetune_trainer import (
+    checkpoint,
+    distributed,
+    inputs,
+    model_files,
+    precision,
+    resume,
+    scoring,
+    scratch,
+)
 from kubetune_trainer.artifacts import claim_output
 from kubetune_trainer.artifacts import export as write_artifacts
 from kubetune_trainer.batches import epoch_order, micro_batches, rank_share
@@ -37,7 +46,7 @@ from kubetune_trainer.callbacks import (
     walk,
 )
 from kubetune_trainer.checkpoint import TrainState
-from kubetune_trainer.model import compute_dtype, load_tokenizer
+from kubetune_trainer.model import load_tokenizer
 from kubetune_trainer.models import choose as choose_family
 from kubetune_trainer.outages import Patient
 from kubetune_trainer.parts import Parts
@@ -66,6 +75,7 @@ class Recipe:
     tokenizer: Any = None
     family: Any = None  # Chosen[ModelFamily]
     strategy: Any = None  # Chosen[Strategy]
+    precision: Any = None  # precision.Precision, resolved once before the model loads
     rows: list = field(default_factory=list)
     val_rows: list = field(default_factory=list)
     test_samples: list | None = None  # the test channel's, as the data format made them
@@ -113,9 +123,8 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     recipe.model_dir = inputs.download_model(config, runtime, recipe.scratch)
     channels = inputs.download_data(config, runtime, recipe.scratch)
     recipe.tokenizer = load_tokenizer(recipe.model_dir)
-    recipe.family = parts.model or choose_family(
-        None, None, AutoConfig.from_pretrained(recipe.model_dir)
-    )
+    base_config = AutoConfig.from_pretrained(recipe.model_dir)
+    recipe.family = parts.model or choose_family(None, None, base_config)
     splits = inputs.load_data(parts.data_format, channels, config, hp, recipe.tokenizer)
     recipe.rows = recipe.family.part.rows(splits.train, hp, splits.max_length, hp.packing)
     recipe.val_rows = recipe.family.part.rows(splits.validation, hp, splits.max_length, False)
@@ -126,9 +135,11 @@ def setup(config: TrainerConfig, runtime: Runtime, parts: Parts) -> Recipe:
     recipe.stack.enter_context(distributed.process_group(runtime))
     recipe.stop_request = recipe.stack.enter_context(stop_signals())
     recipe.strategy = parts.strategy
+    tokens = hp.per_device_train_batch_size * splits.max_length
+    recipe.precision = precision.resolve(hp.precision, runtime, base_config, tokens)
     torch.manual_seed(hp.seed)  # the same LoRA init on every rank
     base = recipe.family.part.load(
-        recipe.model_dir, hp, runtime.device, None, recipe.family.options
+        recipe.model_dir, hp, runtime.device, recipe.precision.dtype, recipe.family.options
     )
     recipe.model = recipe.strategy.part.wrap(base, hp, runtime, recipe.strategy.options)
     torch.manual_seed(hp.seed + runtime.rank)  # each rank its own dropout
@@ -283,6 +294,7 @@ def export(recipe: Recipe) -> TrainingMetrics:
         steps=state.step,
         world_size=runtime.world_size,
         epochs=state.history,
+        precision=recipe.precision.name,
         stopped_early=recipe.stopped_early,
         test_loss=test.loss if test else None,
         test_perplexity=test.perplexity if test else None,
@@ -335,6 +347,5 @@ def model_to_export(recipe: Recipe):
     if not (strategy.shards_weights and runtime.world_size > 1):
         return strategy.unwrap(recipe.model)
     hp = recipe.hp.model_copy(update={"gradient_checkpointing": False})
-    device = torch.device("cpu")
-    dtype = compute_dtype(runtime.device)
+    device, dtype = torch.device("cpu"), recipe.precision.dtype
     return recipe.family.part.load(recipe.model_dir, hp, device, dtype, recipe.family.options)

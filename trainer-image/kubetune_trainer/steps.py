@@ -33,7 +33,9 @@ def train_step(recipe, group: list[list]) -> tuple[float, int, int]:
         with recipe.strategy.part.no_sync(recipe.model, i == len(inputs) - 1):
             # loss = this micro-batch's label losses / the step's label count on all ranks;
             # DDP and FSDP average gradients over ranks, so scale back up by world size.
-            loss = recipe.model(**batch, **NO_CACHE, num_items_in_batch=max(int(labels), 1)).loss
+            with recipe.precision.forward(recipe.model, runtime.device):
+                items = max(int(labels), 1)
+                loss = recipe.model(**batch, **NO_CACHE, num_items_in_batch=items).loss
             (loss * runtime.world_size).backward()
         step_loss += loss.detach()
     if hp.max_grad_norm > 0:
@@ -63,7 +65,9 @@ def evaluate(recipe, rows: list) -> float:
     for batch in micro_batches(share, recipe.hp.per_device_eval_batch_size):
         n = family.count_labels(batch)
         inputs = family.collate(batch, recipe.tokenizer.pad_token_id, runtime.device)
-        total += recipe.model(**inputs, **NO_CACHE, num_items_in_batch=max(n, 1)).loss.item() * n
+        with recipe.precision.forward(recipe.model, runtime.device):
+            loss = recipe.model(**inputs, **NO_CACHE, num_items_in_batch=max(n, 1)).loss
+        total += loss.item() * n
         tokens += n
     total, tokens = distributed.all_sum([total, tokens], runtime)
     recipe.model.train()

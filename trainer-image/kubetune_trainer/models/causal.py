@@ -6,7 +6,7 @@ from pathlib import Path
 from kubetune.api.v1alpha1.outputs import ADAPTER, MERGED
 from kubetune_trainer import batches, model_files
 from kubetune_trainer import model as causal_model
-from kubetune_trainer.models import MODELS, ModelFamily
+from kubetune_trainer.models import MODELS, ModelFamily, packed_attention
 from kubetune_trainer.models.label_loss import LabelPositionsLoss
 from kubetune_trainer.packing import one_per_row, pack
 from kubetune_trainer.registry import NoOptions
@@ -15,6 +15,7 @@ from kubetune_trainer.registry import NoOptions
 def load(model_dir: Path, hp, device, dtype, options):
     model = causal_model.load_model(model_dir, hp, device, dtype=dtype)
     LabelPositionsLoss(model)  # on the peft model: the outermost module the step calls
+    packed_attention.install(model)
     return model
 
 
@@ -28,6 +29,7 @@ def generate(model, prompt: list[int], max_new_tokens: int, tokenizer) -> list[i
 
 
 def export(model, tokenizer, staging: Path, hp) -> None:
+    packed_attention.uninstall(model)
     model_files.save_adapter(model, tokenizer, staging / ADAPTER)
     if hp.merge_weights:
         # Last: merging folds the adapter into the base weights in place.

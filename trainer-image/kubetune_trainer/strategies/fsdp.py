@@ -1,7 +1,8 @@
 """`fsdp2`: FSDP2 `fully_shard` on each decoder layer, then on the rest, over all ranks.
 
-LoRA weights stay fp32 (peft upcasts them); on CUDA the compute is bf16 and gradients are
-reduced in fp32. FSDP2 reduce-scatters per layer in each backward, so it has no no_sync.
+LoRA weights stay fp32 (peft upcasts them); where the base model was loaded in bf16 (the
+precision hyperparameter), the compute is bf16 and gradients are reduced in fp32.
+FSDP2 reduce-scatters per layer in each backward, so it has no no_sync.
 """
 
 import logging
@@ -25,7 +26,7 @@ def wrap(model, hp, runtime, options):
     if runtime.world_size == 1:
         return model
     policy = MixedPrecisionPolicy()
-    if runtime.device.type == "cuda":
+    if any(p.dtype == torch.bfloat16 for p in model.parameters()):  # one dtype per shard group
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     layer_types = set(getattr(model.get_base_model(), "_no_split_modules", None) or [])
     layers = [m for m in model.modules() if type(m).__name__ in layer_types]

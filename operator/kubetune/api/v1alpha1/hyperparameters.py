@@ -119,6 +119,13 @@ class Hyperparameters(Strict):
         description="Pack several samples per row without padding (attention does not cross "
         "samples). Default: true.",
     )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Compute precision of the frozen base model: bf16 (its weights and "
+        "matmuls in bfloat16; LoRA weights, gradients and optimizer state stay float32), fp32, "
+        "or auto: bf16 on a GPU that supports it and on a CPU where bf16 matmuls measure "
+        "faster (AMX, AVX512-BF16), else fp32. Default: auto.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations to save accelerator memory. Default: false."
     )

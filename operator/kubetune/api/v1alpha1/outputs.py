@@ -188,6 +188,11 @@ class TrainingMetrics(OutputFile):
         description="Why training ended before the last epoch (early stopping, a callback's "
         "request); unset when every epoch ran.",
     )
+    precision: Literal["bf16", "fp32"] | None = Field(
+        None,
+        description="The base model's compute precision the run used (the precision "
+        "hyperparameter resolved on its devices); unset in metrics of older trainers.",
+    )
     test_loss: float | None = Field(
         None,
         description="Loss per label token of the test channel, scored with the best epoch's "
