@@ -268,7 +268,7 @@ def report(results, sides, before, peak, per_token, formula, auto, load_after) -
     print(formula + "; MFU = tokens/s x FLOPs/token / the matmul peak of the side's dtype")
     print(f"eval loss before training: {before:.4f}")
     print(
-        f"{'side':<9} {'dtype':<5} {'steps':>5} {'tokens':>8} {'padding':>7} {'train s':>8} "
+        f"{'side':<13} {'dtype':<5} {'steps':>5} {'tokens':>8} {'padding':>7} {'train s':>8} "
         f"{'tokens/s':>8} {'MFU':>6} {'RSS MiB':>7} {'eval loss':>9}"
     )
     rate = {}
@@ -277,7 +277,7 @@ def report(results, sides, before, peak, per_token, formula, auto, load_after) -
         mfu = rate[r["side"]] * per_token / (peak[sides[r["side"]].dtype] * 1e9)
         r["mfu"] = mfu
         print(
-            f"{r['side']:<9} {sides[r['side']].dtype:<5} {r['steps']:>5} {r['tokens']:>8,} "
+            f"{r['side']:<13} {sides[r['side']].dtype:<5} {r['steps']:>5} {r['tokens']:>8,} "
             f"{1 - r['tokens'] / r['positions']:>7.1%} {r['seconds']:>8.1f} "
             f"{rate[r['side']]:>8.1f} {mfu:>6.1%} {r['rss_mib']:>7.0f} {r['eval_loss']:>9.4f}"
         )
